@@ -1,0 +1,52 @@
+"""Noise schedule and samplers: diffusers' schedulers configured for our models.
+
+Cosine schedule ("squaredcos_cap_v2", Nichol & Dhariwal 2021) with
+v-prediction (Salimans & Ho 2022): v stays well scaled at both ends of the
+cosine schedule, where epsilon-prediction is ill-conditioned near t=T and a
+small model's x0 estimate is unstable near t=0.
+"""
+
+from __future__ import annotations
+
+from diffusers import (
+    DDIMScheduler,
+    DDPMScheduler,
+    DPMSolverMultistepScheduler,
+    EulerAncestralDiscreteScheduler,
+    EulerDiscreteScheduler,
+    UniPCMultistepScheduler,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+
+NUM_TRAIN_TIMESTEPS = 1000
+BETA_SCHEDULE = "squaredcos_cap_v2"
+PREDICTION_TYPE = "v_prediction"
+
+# Sampler name -> (scheduler class, extra settings). "trailing" spacing starts
+# sampling at t = T-1, so few-step sampling begins from (almost) pure noise.
+SAMPLERS: dict[str, tuple[type[SchedulerMixin], dict]] = {
+    "ddim": (DDIMScheduler, {"timestep_spacing": "trailing", "set_alpha_to_one": True, "clip_sample": False}),
+    "dpm++": (DPMSolverMultistepScheduler, {"algorithm_type": "dpmsolver++", "solver_order": 2,
+                                            "timestep_spacing": "trailing", "final_sigmas_type": "zero"}),
+    "unipc": (UniPCMultistepScheduler, {"timestep_spacing": "trailing", "final_sigmas_type": "zero"}),
+    "euler": (EulerDiscreteScheduler, {"timestep_spacing": "trailing"}),
+    "euler_a": (EulerAncestralDiscreteScheduler, {"timestep_spacing": "trailing"}),
+    "ddpm": (DDPMScheduler, {"timestep_spacing": "trailing", "clip_sample": False}),
+}
+DEFAULT_SAMPLER = "dpm++"
+
+
+def make_scheduler(name: str = DEFAULT_SAMPLER) -> SchedulerMixin:
+    """A fresh scheduler for one sampling run (schedulers hold per-run state)."""
+    if name not in SAMPLERS:
+        raise ValueError(f"unknown sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
+    cls, extra = SAMPLERS[name]
+    return cls(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=BETA_SCHEDULE,
+               prediction_type=PREDICTION_TYPE, **extra)
+
+
+def training_scheduler() -> DDPMScheduler:
+    """The forward process used in training: add_noise and get_velocity."""
+    return DDPMScheduler(num_train_timesteps=NUM_TRAIN_TIMESTEPS, beta_schedule=BETA_SCHEDULE,
+                         prediction_type=PREDICTION_TYPE, clip_sample=False)
+
