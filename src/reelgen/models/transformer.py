@@ -53,6 +53,14 @@ PRESETS: dict[str, VideoTransformerConfig] = {
 }
 
 
+def load_config(directory: str | Path) -> VideoTransformerConfig:
+    """The config saved beside a model's weights (readable without loading them)."""
+    path = Path(directory) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{directory} is not a reelgen model folder: config.json is missing")
+    return VideoTransformerConfig(**json.loads(path.read_text()))
+
+
 def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Fixed sinusoidal embedding of (N,) positions -> (N, dim)."""
     half = dim // 2
@@ -198,10 +206,9 @@ class VideoTransformer(nn.Module):
         from safetensors.torch import load_file
 
         directory = Path(directory)
-        for name in ("config.json", "model.safetensors"):
-            if not (directory / name).is_file():
-                raise FileNotFoundError(f"{directory} is not a reelgen model folder: {name} is missing")
-        cfg = VideoTransformerConfig(**json.loads((directory / "config.json").read_text()))
+        cfg = load_config(directory)
+        if not (directory / "model.safetensors").is_file():
+            raise FileNotFoundError(f"{directory} is not a reelgen model folder: model.safetensors is missing")
         model = cls(cfg)
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
         return model.eval()
