@@ -54,9 +54,67 @@ def _run_train(args) -> int:
     return 0
 
 
+def _add_generate(sub) -> None:
+    from reelgen.pipelines.request import DEFAULT_SAMPLER, GUIDANCE_WARN_ABOVE, MAX_STEPS, SAMPLER_NAMES
+
+    p = sub.add_parser("generate", help="generate a video from a text prompt",
+                       description="Generate a video from a text prompt with the built-in model (or --model-dir). "
+                                   "The output format follows the extension of -o: .mp4 (H.264), .webm (VP9), "
+                                   ".gif, or a folder of PNG frames (a path without an extension).")
+    p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving to the left on a black background'")
+    p.add_argument("-o", "--output", default="out.mp4", help="output file or folder (default: out.mp4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed; the same seed and settings give the same video "
+                                                       "bit for bit (default: 0)")
+    p.add_argument("--steps", type=int, default=20, help=f"denoising steps, 1-{MAX_STEPS} (default: 20)")
+    p.add_argument("--guidance", type=float, default=5.0,
+                   help=f"classifier-free guidance scale, >= 0; 1 disables guidance, above {GUIDANCE_WARN_ABOVE:g} "
+                        "warns (default: 5.0)")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES,
+                   help=f"diffusers scheduler used for sampling (default: {DEFAULT_SAMPLER})")
+    p.add_argument("--negative-prompt", default="", help="what the video should not show (replaces the empty prompt "
+                                                         "in guidance)")
+    p.add_argument("--frames", type=int, default=None, help="number of frames, 2 up to the model's native length "
+                                                           "(default: the native length, 16 for the built-in model)")
+    p.add_argument("--fps", type=int, default=8, help="frames per second of the written video, 1-120 (default: 8)")
+    p.add_argument("--min-side", type=int, default=256, help="upscale (nearest neighbour) until the short side is at "
+                                                            "least this many pixels (default: 256)")
+    p.add_argument("--model-dir", default=None, help="a reelgen model folder (config.json + model.safetensors); "
+                                                     "default: the built-in model")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run_generate)
+
+
+def _run_generate(args) -> int:
+    from reelgen.models.transformer import load_config
+    from reelgen.pipelines.request import GenerationRequest
+    from reelgen.pipelines.text_to_video import DEFAULT_MODEL_DIR, TextToVideoPipeline
+    from reelgen.rendering.video import check_output_path, write_video
+
+    # 1. check everything before the model loads, so bad input costs nothing and writes nothing
+    model_dir = args.model_dir or DEFAULT_MODEL_DIR
+    native_frames = load_config(model_dir).frames
+    frames = native_frames if args.frames is None else args.frames
+    request = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+                                frames=frames, steps=args.steps, guidance_scale=args.guidance, sampler=args.sampler)
+    request.check(native_frames)
+    if not 1 <= args.fps <= 120:
+        raise ValueError(f"fps must be between 1 and 120, got {args.fps}")
+    if not 1 <= args.min_side <= 4096:
+        raise ValueError(f"min-side must be between 1 and 4096, got {args.min_side}")
+    output, _ = check_output_path(args.output)
+
+    # 2. generate and write (the writer replaces the file only once it is complete)
+    pipeline = TextToVideoPipeline.from_pretrained(model_dir)
+    frames = pipeline([request], progress=not args.quiet)[0]
+    write_video(frames, output, fps=args.fps, min_side=args.min_side)
+    print(f"wrote {output} ({frames.shape[0]} frames, {args.fps} fps)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reelgen", description="Self-hostable AI video generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_generate(sub)
     _add_train(sub)
     return parser
 
@@ -65,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileNotFoundError, PermissionError) as e:
+    except (ValueError, OSError) as e:
         print(f"reelgen {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,1 @@
+"""Evaluation: the prompt-adherence oracle, temporal metrics, and the report runner (`run_eval`)."""

@@ -1,0 +1,219 @@
+"""The job store: durable records, atomic claims, leases with heartbeats and fencing tokens.
+
+Every write a worker makes is fenced: it names the lease token it was given, and
+matches no row once the job was re-claimed, cancelled or deleted. A stale worker
+therefore learns it lost the job at its next heartbeat and can never complete it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import sessionmaker
+
+from reelgen.service.jobs.models import Base, Job
+from reelgen.service.jobs.states import ACTIVE, JobStatus
+
+# How many queued jobs one claim considers: enough that workers racing for the oldest
+# job each move on to another instead of coming back empty-handed.
+_CLAIM_CANDIDATES = 8
+
+
+class JobConflict(Exception):
+    """An action the job's current state does not allow (cancel a completed job, say)."""
+
+    def __init__(self, job: Job, message: str):
+        super().__init__(message)
+        self.job = job
+
+
+def new_job_id() -> str:
+    return f"video_{uuid.uuid4().hex}"
+
+
+class JobStore:
+    def __init__(self, url: str, *, lease_seconds: float = 30.0, max_attempts: int = 3,
+                 retention_seconds: float = 86400.0, clock: Callable[[], float] = time.time):
+        self.engine = _make_engine(url)
+        self._session = sessionmaker(self.engine, expire_on_commit=False)
+        self.lease_seconds = lease_seconds
+        self.max_attempts = max_attempts
+        self.retention_seconds = retention_seconds
+        self.clock = clock  # injectable, so lease expiry is tested without sleeping
+
+    def create_schema(self) -> None:
+        Base.metadata.create_all(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # --- the API's side ---
+
+    def add(self, job: Job) -> Job:
+        """Record a new queued job; once this returns, the job is durable."""
+        job.id = job.id or new_job_id()
+        job.created_at = self.clock()
+        job.status = JobStatus.QUEUED
+        with self._session.begin() as session:
+            session.add(job)
+        return self.get(job.id)
+
+    def get(self, job_id: str) -> Job | None:
+        with self._session() as session:
+            return session.get(Job, job_id)
+
+    def list(self, *, after: str | None = None, limit: int = 20,
+             order: Literal["asc", "desc"] = "desc") -> tuple[list[Job], bool]:
+        """A page of jobs by creation time, and whether more follow. KeyError if `after` names no job."""
+        query = select(Job)
+        with self._session() as session:
+            if after is not None:
+                cursor = session.get(Job, after)
+                if cursor is None:
+                    raise KeyError(after)
+                # (created_at, id) is unique, so a page boundary never skips or repeats a job
+                if order == "asc":
+                    query = query.where(or_(Job.created_at > cursor.created_at,
+                                            (Job.created_at == cursor.created_at) & (Job.id > cursor.id)))
+                else:
+                    query = query.where(or_(Job.created_at < cursor.created_at,
+                                            (Job.created_at == cursor.created_at) & (Job.id < cursor.id)))
+            keys = (Job.created_at, Job.id) if order == "asc" else (Job.created_at.desc(), Job.id.desc())
+            jobs = list(session.scalars(query.order_by(*keys).limit(limit + 1)))
+        return jobs[:limit], len(jobs) > limit
+
+    def cancel(self, job_id: str) -> Job | None:
+        """Cancel a queued or running job (its worker stops at its next step); None if there is no such job."""
+        now = self.clock()
+        with self._session.begin() as session:
+            changed = session.execute(
+                update(Job).where(Job.id == job_id, Job.status.in_(ACTIVE))
+                .values(status=JobStatus.CANCELLED, **self._finished(now)),
+            ).rowcount
+            job = session.get(Job, job_id)
+        if job is not None and not changed and job.status != JobStatus.CANCELLED:
+            raise JobConflict(job, f"video {job_id} is already {job.status} and cannot be cancelled")
+        return job
+
+    def delete(self, job_id: str) -> Job | None:
+        """Remove the record (a running worker loses its lease); returns what was deleted, None if nothing."""
+        with self._session.begin() as session:
+            job = session.get(Job, job_id)
+            if job is not None:
+                session.execute(delete(Job).where(Job.id == job_id))
+        return job
+
+    # --- the workers' side ---
+
+    def claim(self, worker: str) -> Job | None:
+        """Lease the oldest queued job to `worker`, or None. Atomic across threads and processes."""
+        now = self.clock()
+        with self._session.begin() as session:
+            # SKIP LOCKED lets PostgreSQL workers pass over rows another claim holds; SQLite ignores it and
+            # serializes writers instead. Either way the status check below is what makes a claim exclusive.
+            candidates = session.scalars(
+                select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
+                .limit(_CLAIM_CANDIDATES).with_for_update(skip_locked=True),
+            ).all()
+            for job_id in candidates:
+                won = session.execute(
+                    update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+                    .values(status=JobStatus.IN_PROGRESS, lease_owner=worker,
+                            lease_expires_at=now + self.lease_seconds, lease_token=Job.lease_token + 1,
+                            attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), progress=0),
+                ).rowcount
+                if won == 1:
+                    return session.get(Job, job_id)
+        return None
+
+    def heartbeat(self, job_id: str, token: int, progress: int | None = None) -> bool:
+        """Extend the lease (and record progress); False once the job is no longer this worker's to run."""
+        values = {"lease_expires_at": self.clock() + self.lease_seconds}
+        if progress is not None:
+            values["progress"] = progress
+        return self._fenced(job_id, token, **values)
+
+    def complete(self, job_id: str, token: int, timings: dict[str, float]) -> bool:
+        """Mark the job done with the files of this attempt; False if the lease was lost first."""
+        return self._fenced(job_id, token, status=JobStatus.COMPLETED, progress=100, output_token=token,
+                            timings=timings, **self._finished(self.clock()))
+
+    def fail(self, job_id: str, token: int, code: str, message: str, timings: dict[str, float]) -> bool:
+        return self._fenced(job_id, token, status=JobStatus.FAILED, error_code=code, error_message=message,
+                            timings=timings, **self._finished(self.clock()))
+
+    def release(self, job_id: str, token: int) -> bool:
+        """Give a job back to the queue (graceful shutdown): the attempt does not count against max_attempts."""
+        return self._fenced(job_id, token, status=JobStatus.QUEUED, attempts=Job.attempts - 1, progress=0,
+                            lease_owner=None, lease_expires_at=None)
+
+    # --- housekeeping ---
+
+    def recover_expired_leases(self) -> tuple[int, int]:
+        """Re-queue jobs whose worker stopped heartbeating, or fail those out of attempts -> (requeued, failed)."""
+        now = self.clock()
+        expired = (Job.status == JobStatus.IN_PROGRESS, Job.lease_expires_at < now)
+        message = (f"the worker running this video stopped responding {self.max_attempts} time(s); "
+                   "giving up")
+        with self._session.begin() as session:
+            failed = session.execute(
+                update(Job).where(*expired, Job.attempts >= self.max_attempts)
+                .values(status=JobStatus.FAILED, error_code="lease_expired", error_message=message,
+                        **self._finished(now)),
+            ).rowcount
+            requeued = session.execute(
+                update(Job).where(*expired).values(status=JobStatus.QUEUED, progress=0, lease_owner=None,
+                                                   lease_expires_at=None),
+            ).rowcount
+        return requeued, failed
+
+    def expired(self, limit: int = 100) -> list[Job]:
+        """Finished jobs past their retention whose files are still stored."""
+        with self._session() as session:
+            return list(session.scalars(
+                select(Job).where(Job.expires_at < self.clock(), Job.files_deleted.is_(False))
+                .order_by(Job.expires_at).limit(limit),
+            ))
+
+    def mark_files_deleted(self, job_id: str) -> None:
+        with self._session.begin() as session:
+            session.execute(update(Job).where(Job.id == job_id).values(files_deleted=True))
+
+    def _fenced(self, job_id: str, token: int, **values) -> bool:
+        with self._session.begin() as session:
+            return session.execute(
+                update(Job).where(Job.id == job_id, Job.lease_token == token, Job.status == JobStatus.IN_PROGRESS)
+                .values(**values),
+            ).rowcount == 1
+
+    def _finished(self, now: float) -> dict:
+        """Columns every terminal state sets: the lease ends and the retention clock starts."""
+        return {"completed_at": now, "expires_at": now + self.retention_seconds, "lease_owner": None,
+                "lease_expires_at": None}
+
+
+def _make_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(parsed, pool_pre_ping=True)
+    if parsed.database in (None, "", ":memory:"):
+        raise ValueError("an in-memory SQLite database is private to one connection: give the job store a file")
+    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    # Worker threads share the engine; sqlite3's own timeout makes a writer wait for the lock instead of failing.
+    engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
+    event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    cursor = connection.cursor()
+    # WAL lets the API read while a worker writes; NORMAL sync is still durable across a process crash.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()

@@ -1,0 +1,54 @@
+"""Service configuration: every knob has a default and a REELGEN_* environment variable."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """Settings of one `reelgen serve` process; `reelgen serve` flags override the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="REELGEN_", extra="forbid")
+
+    data_dir: Path = Field(Path("reelgen-data"), description="where the default database and files live")
+    database_url: str = Field("", description="SQLAlchemy URL of the job store; default: SQLite in data_dir")
+    storage_url: str = Field("", description="fsspec URL of the object store; default: data_dir/files")
+    model_dir: Path | None = Field(None, description="a reelgen model folder; default: the built-in model")
+
+    workers: int = Field(1, ge=1, description="worker threads generating videos in this process")
+    lease_seconds: float = Field(30.0, gt=0, description="a claimed job returns to the queue after this long "
+                                                          "without a heartbeat")
+    max_attempts: int = Field(3, ge=1, description="claims of one job before it fails for good")
+    poll_seconds: float = Field(1.0, gt=0, description="how often an idle worker looks for queued jobs")
+    housekeeping_seconds: float = Field(10.0, gt=0, description="how often expired leases and files are swept")
+    shutdown_grace_seconds: float = Field(20.0, ge=0, description="on SIGTERM, running jobs get this long to finish "
+                                                                  "before they are re-queued")
+    retention_hours: float = Field(24.0, gt=0, description="finished videos and their files are deleted after this")
+
+    api_keys: list[str] = Field(default_factory=list, description="bearer keys accepted by /v1; empty: no auth")
+    # A random secret still works, but links then die with the process: set one to keep them across restarts.
+    signing_secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
+                                      description="HMAC key of signed download links")
+    max_link_seconds: int = Field(7 * 24 * 3600, ge=1, description="longest lifetime of a signed download link")
+    max_upload_bytes: int = Field(10 * 2**20, ge=1, description="largest accepted request body")
+
+    @model_validator(mode="after")
+    def _default_locations(self) -> "ServiceSettings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.data_dir / 'jobs.db'}"
+        if not self.storage_url:
+            self.storage_url = str(self.data_dir / "files")
+        return self
+
+    @property
+    def heartbeat_seconds(self) -> float:
+        # Three beats per lease: one late beat never costs a job its lease.
+        return self.lease_seconds / 3
+
+    @property
+    def retention_seconds(self) -> float:
+        return self.retention_hours * 3600

@@ -1,0 +1,28 @@
+"""Shared fixtures: tiny seeded models, as diffusers' tests build them."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tiny import make_tiny_model
+
+
+@pytest.fixture(scope="session")
+def text_encoder():
+    from reelgen.models.text_encoder import TextEncoder
+
+    return TextEncoder()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny-model")
+    make_tiny_model().save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_pipeline(text_encoder):
+    from reelgen.pipelines.text_to_video import TextToVideoPipeline
+
+    return TextToVideoPipeline(make_tiny_model(), text_encoder)
