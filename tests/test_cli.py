@@ -66,3 +66,10 @@ def test_bad_input_exits_nonzero_from_a_real_process(tmp_path):
     r = run("generate", "x", "-o", tmp_path / "a.mp4", "--model-dir", tmp_path / "nope")
     assert r.returncode == 2 and "config.json" in r.stderr and "Traceback" not in r.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_eval_writes_json_and_markdown(tiny_model_dir, tmp_path, capsys):
+    code = main(["eval", "--model-dir", str(tiny_model_dir), "-n", "1", "--steps", "1", "-o", str(tmp_path)])
+    assert code == 0
+    assert (tmp_path / "eval.json").is_file() and (tmp_path / "eval.md").is_file()
+    assert "color" in capsys.readouterr().out

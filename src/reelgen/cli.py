@@ -111,11 +111,85 @@ def _run_generate(args) -> int:
     return 0
 
 
+def _add_serve(sub) -> None:
+    from reelgen.service.settings import ServiceSettings
+
+    p = sub.add_parser("serve", help="run the video service: OpenAI-compatible API, job store, workers, storage",
+                       description="Serve the OpenAI-compatible video API with workers in this process, jobs in "
+                                   "SQLite (or any SQLAlchemy URL) and files in a folder (or any fsspec URL).",
+                       epilog="Every setting can also come from an environment variable REELGEN_<NAME>, e.g. "
+                              "REELGEN_WORKERS=2. Secrets come only from there, out of the process list: "
+                              "REELGEN_API_KEYS='[\"key1\"]' turns on bearer auth, and REELGEN_SIGNING_SECRET keeps "
+                              "signed links valid across restarts.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
+                   help="log level (default: info)")
+    for name, field in ServiceSettings.model_fields.items():
+        if name in ("api_keys", "signing_secret"):
+            continue
+        default = "" if field.default in (None, "") else f" (default: {field.default})"
+        p.add_argument("--" + name.replace("_", "-"), type={int: int, float: float}.get(field.annotation, str),
+                       default=None, help=field.description + default)
+    p.set_defaults(func=_run_serve)
+
+
+def _run_serve(args) -> int:
+    import logging
+
+    import uvicorn
+
+    from reelgen.service.app import create_app
+    from reelgen.service.settings import ServiceSettings
+
+    settings = ServiceSettings(**{name: getattr(args, name) for name in ServiceSettings.model_fields
+                                  if getattr(args, name, None) is not None})
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # Open event streams get a few seconds on SIGTERM; then the app's shutdown finishes or re-queues running jobs.
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def _add_eval(sub) -> None:
+    from reelgen.pipelines.request import DEFAULT_SAMPLER, SAMPLER_NAMES
+
+    p = sub.add_parser("eval", help="measure prompt adherence, temporal quality, speed and memory",
+                       description="Generate clips for held-out prompts and held-out attribute combinations, read "
+                                   "them back with an oracle that sees only the frames, and write eval.json and "
+                                   "eval.md (a Markdown table) to the output folder.")
+    p.add_argument("-o", "--out-dir", default="eval", help="folder for eval.json and eval.md (default: eval)")
+    p.add_argument("--model-dir", default=None, help="a reelgen model folder (default: the built-in model)")
+    p.add_argument("-n", "--n-per-split", type=int, default=32,
+                   help="clips per split (held-out phrasings; held-out combinations) (default: 32)")
+    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
+    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
+    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES,
+                   help=f"diffusers scheduler (default: {DEFAULT_SAMPLER})")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed; the prompts are fixed (default: 0)")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(args) -> int:
+    from reelgen.evaluation.runner import markdown, run_eval
+    from reelgen.pipelines.text_to_video import TextToVideoPipeline
+
+    if args.n_per_split < 1:
+        raise ValueError(f"n-per-split must be at least 1, got {args.n_per_split}")
+    pipeline = TextToVideoPipeline.from_pretrained(args.model_dir)
+    results = run_eval(pipeline, out_dir=args.out_dir, n_per_split=args.n_per_split, steps=args.steps,
+                       guidance_scale=args.guidance, sampler=args.sampler, seed=args.seed, progress=True)
+    print(markdown(results))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reelgen", description="Self-hostable AI video generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_generate(sub)
+    _add_eval(sub)
     _add_train(sub)
+    _add_serve(sub)
     return parser
 
 

@@ -8,6 +8,7 @@ shapes and its speeds, measured in pixels of a 32 x 32 frame at any resolution.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, fields
 
 import cv2
@@ -87,7 +88,7 @@ def _largest_blob(mask: np.ndarray) -> np.ndarray:
 
 
 def _fill_ratio(alpha: np.ndarray) -> float:
-    """Area of a shape over the area of its bounding box, from its anti-aliased coverage (H, W)."""
+    """Area of a shape over the area of its bounding box, from its anti-aliased coverage (H, W); NaN if faint."""
     big = cv2.resize(alpha, None, fx=UPSCALE, fy=UPSCALE, interpolation=cv2.INTER_LINEAR) >= 0.5
     ys, xs = np.nonzero(big)
     if len(xs) == 0:
@@ -130,7 +131,7 @@ def read_clip(frames: np.ndarray) -> Reading:
     d_obj = dist[blobs & present[:, None, None]]
     core = d_obj >= 0.8 * np.percentile(d_obj, 90)
     observed = np.median(x[blobs & present[:, None, None]][core], axis=0)
-    index, _ = _nearest(observed, COLORS)
+    index, _ = _nearest(observed, COLORS)  # in RGB, the space the model denoises in by default
     color = list(COLORS)[int(index)]
 
     # 3. coverage: 0 on the background, 1 on the object colour, fractional on edges
@@ -138,9 +139,10 @@ def read_clip(frames: np.ndarray) -> Reading:
     near = np.stack([cv2.dilate(b.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0 for b in blobs])
     alpha = np.where(near, np.clip(dist / contrast, 0, 1), 0).astype(np.float32)  # (F, H, W)
 
-    # 4. shape: the majority over frames of the bounding-box fill ratio
-    shapes = [shape_from_fill(_fill_ratio(a)) for a, p in zip(alpha, present) if p]
-    shape = max(set(shapes), key=shapes.count)
+    # 4. shape: the majority over frames of the bounding-box fill ratio (ties go to the earliest frame's)
+    fills = [_fill_ratio(a) for a, p in zip(alpha, present) if p]
+    shapes = Counter(shape_from_fill(v) for v in fills if np.isfinite(v))
+    shape = shapes.most_common(1)[0][0] if shapes else None
 
     # 5. motion: a straight-line fit to the coverage-weighted centroid track
     t = np.nonzero(present)[0]

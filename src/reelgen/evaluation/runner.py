@@ -21,7 +21,8 @@ from reelgen.data.dataset import Sample, ShapesWorld
 from reelgen.evaluation.machine import machine_info, peak_rss_mib
 from reelgen.evaluation.metrics import clip_metrics
 from reelgen.evaluation.oracle import ATTRIBUTES, Reading, read_clip
-from reelgen.pipelines.text_to_video import GenerationRequest, TextToVideoPipeline
+from reelgen.pipelines.request import GenerationRequest
+from reelgen.pipelines.text_to_video import TextToVideoPipeline
 
 SPLITS = ("eval", "heldout")
 FPS = 8  # playback rate of the built-in model's clips: 16 frames are 2 s
