@@ -72,4 +72,4 @@ def test_eval_writes_json_and_markdown(tiny_model_dir, tmp_path, capsys):
     code = main(["eval", "--model-dir", str(tiny_model_dir), "-n", "1", "--steps", "1", "-o", str(tmp_path)])
     assert code == 0
     assert (tmp_path / "eval.json").is_file() and (tmp_path / "eval.md").is_file()
-    assert "color" in capsys.readouterr().out
+    assert "| model | eval |" in capsys.readouterr().out
