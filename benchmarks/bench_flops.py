@@ -8,17 +8,17 @@ passes of one clip run as a batch of 2, as the pipeline runs them.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from reelgen.diffusion.guidance import guided_prediction
-from reelgen.evaluation.machine import machine_info
-from reelgen.pipelines.text_to_video import DEFAULT_MODEL_DIR, GenerationRequest, TextToVideoPipeline
+from reelgen.pipelines.request import GenerationRequest
+from reelgen.pipelines.text_to_video import TextToVideoPipeline
+
+from common import begin, model_parser  # benchmarks/common.py
 
 # On the CPU, scaled_dot_product_attention runs this fused kernel, which
 # FlopCounterMode has no formula for: without one, attention would count 0.
@@ -37,15 +37,10 @@ def seconds_per_call(fn, repeats: int) -> float:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: built-in)")
+    parser = model_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=10, help="timed calls per measurement (default: 10)")
     args = parser.parse_args()
-    if not (args.model_dir / "config.json").is_file():
-        sys.exit(f"no model in {args.model_dir}; pass --model-dir, e.g. runs/builtin/ema from `reelgen train`")
-
-    m = machine_info()
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}")
+    begin(args)
 
     n = 2048
     a, b = torch.randn(n, n), torch.randn(n, n)

@@ -9,28 +9,24 @@ loading is timed on its own line.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from reelgen.data.dataset import ShapesWorld
-from reelgen.evaluation.machine import machine_info, peak_rss_mib
+from reelgen.evaluation.machine import peak_rss_mib
 from reelgen.evaluation.runner import FPS
-from reelgen.pipelines.text_to_video import DEFAULT_MODEL_DIR, GenerationRequest, TextToVideoPipeline
+from reelgen.pipelines.request import GenerationRequest
+from reelgen.pipelines.text_to_video import TextToVideoPipeline
+
+from common import begin, model_parser  # benchmarks/common.py
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-dir", type=Path, default=DEFAULT_MODEL_DIR, help="model folder (default: built-in)")
+    parser = model_parser(__doc__)
     parser.add_argument("--runs", type=int, default=5, help="timed clips after one warm-up (default: 5)")
     args = parser.parse_args()
-    if not (args.model_dir / "config.json").is_file():
-        sys.exit(f"no model in {args.model_dir}; pass --model-dir, e.g. runs/builtin/ema from `reelgen train`")
-
-    m = machine_info()
-    print(f"machine: {m['cpu']}, {m['cores']} cores, {m['torch_threads']} torch threads, torch {m['torch']}")
+    begin(args)
 
     start = time.perf_counter()
     pipeline = TextToVideoPipeline.from_pretrained(args.model_dir)

@@ -54,15 +54,12 @@ def _run_train(args) -> int:
     return 0
 
 
-def _add_generate(sub) -> None:
+def _add_sampling_args(p) -> None:
+    """Options shared by every command that samples from a model."""
     from reelgen.pipelines.request import DEFAULT_SAMPLER, GUIDANCE_WARN_ABOVE, MAX_STEPS, SAMPLER_NAMES
 
-    p = sub.add_parser("generate", help="generate a video from a text prompt",
-                       description="Generate a video from a text prompt with the built-in model (or --model-dir). "
-                                   "The output format follows the extension of -o: .mp4 (H.264), .webm (VP9), "
-                                   ".gif, or a folder of PNG frames (a path without an extension).")
-    p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving to the left on a black background'")
-    p.add_argument("-o", "--output", default="out.mp4", help="output file or folder (default: out.mp4)")
+    p.add_argument("--model-dir", default=None, help="a reelgen model folder (config.json + model.safetensors); "
+                                                     "default: the built-in model")
     p.add_argument("--seed", type=int, default=0, help="random seed; the same seed and settings give the same video "
                                                        "bit for bit (default: 0)")
     p.add_argument("--steps", type=int, default=20, help=f"denoising steps, 1-{MAX_STEPS} (default: 20)")
@@ -71,6 +68,16 @@ def _add_generate(sub) -> None:
                         "warns (default: 5.0)")
     p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES,
                    help=f"diffusers scheduler used for sampling (default: {DEFAULT_SAMPLER})")
+
+
+def _add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="generate a video from a text prompt",
+                       description="Generate a video from a text prompt with the built-in model (or --model-dir). "
+                                   "The output format follows the extension of -o: .mp4 (H.264), .webm (VP9), "
+                                   ".gif, or a folder of PNG frames (a path without an extension).")
+    p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving to the left on a black background'")
+    p.add_argument("-o", "--output", default="out.mp4", help="output file or folder (default: out.mp4)")
+    _add_sampling_args(p)
     p.add_argument("--negative-prompt", default="", help="what the video should not show (replaces the empty prompt "
                                                          "in guidance)")
     p.add_argument("--frames", type=int, default=None, help="number of frames, 2 up to the model's native length "
@@ -78,8 +85,6 @@ def _add_generate(sub) -> None:
     p.add_argument("--fps", type=int, default=8, help="frames per second of the written video, 1-120 (default: 8)")
     p.add_argument("--min-side", type=int, default=256, help="upscale (nearest neighbour) until the short side is at "
                                                             "least this many pixels (default: 256)")
-    p.add_argument("--model-dir", default=None, help="a reelgen model folder (config.json + model.safetensors); "
-                                                     "default: the built-in model")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run_generate)
 
@@ -152,21 +157,14 @@ def _run_serve(args) -> int:
 
 
 def _add_eval(sub) -> None:
-    from reelgen.pipelines.request import DEFAULT_SAMPLER, SAMPLER_NAMES
-
     p = sub.add_parser("eval", help="measure prompt adherence, temporal quality, speed and memory",
                        description="Generate clips for held-out prompts and held-out attribute combinations, read "
                                    "them back with an oracle that sees only the frames, and write eval.json and "
                                    "eval.md (a Markdown table) to the output folder.")
     p.add_argument("-o", "--out-dir", default="eval", help="folder for eval.json and eval.md (default: eval)")
-    p.add_argument("--model-dir", default=None, help="a reelgen model folder (default: the built-in model)")
     p.add_argument("-n", "--n-per-split", type=int, default=32,
                    help="clips per split (held-out phrasings; held-out combinations) (default: 32)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: 20)")
-    p.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale (default: 5.0)")
-    p.add_argument("--sampler", default=DEFAULT_SAMPLER, choices=SAMPLER_NAMES,
-                   help=f"diffusers scheduler (default: {DEFAULT_SAMPLER})")
-    p.add_argument("--seed", type=int, default=0, help="sampling seed; the prompts are fixed (default: 0)")
+    _add_sampling_args(p)  # the prompts are fixed; --seed varies only the sampling noise
     p.set_defaults(func=_run_eval)
 
 
