@@ -87,3 +87,20 @@ def test_batches_must_share_shape_settings(tiny_pipeline):
 def test_high_guidance_warns(tiny_pipeline):
     with pytest.warns(UserWarning, match="guidance"):
         tiny_pipeline([_req(guidance_scale=12.0, steps=1)])
+
+
+def test_guidance_is_replaceable_without_touching_the_model(text_encoder):
+    from reelgen.diffusion.guidance import guided_prediction
+    from reelgen.pipelines.text_to_video import TextToVideoPipeline
+    from tests.tiny import make_tiny_model
+
+    calls = []
+
+    def recording(model, x, t, cond, uncond, scale):
+        calls.append(x.shape)
+        return guided_prediction(model, x, t, cond, uncond, scale)
+
+    pipeline = TextToVideoPipeline(make_tiny_model(), text_encoder, guidance=recording)
+    out = pipeline([_req(steps=3)])
+    assert calls == [(1, 3, 8, 16, 16)] * 3
+    assert np.array_equal(out, TextToVideoPipeline(make_tiny_model(), text_encoder)([_req(steps=3)]))

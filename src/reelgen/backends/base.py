@@ -33,6 +33,10 @@ class ModelSpec:
     default_steps: int = 20
     default_guidance_scale: float = 5.0
     image_to_video: bool = False  # accepts input_reference as a first frame
+    requires_image: bool = False  # every request needs input_reference (image-only models such as SVD)
+    # Valid frame counts are frames_step * k + frames_offset (Wan: 4k+1), from 2 up to max_frames.
+    frames_step: int = 1
+    frames_offset: int = 0
 
     @property
     def seconds(self) -> tuple[str, ...]:
@@ -40,9 +44,28 @@ class ModelSpec:
         return tuple(str(s) for s in range(1, self.max_frames // self.fps + 1))
 
     def frames_for(self, seconds: str) -> int:
+        """Native frames for an API `seconds` value: seconds * fps, rounded up to a valid count (within max_frames)."""
         if seconds not in self.seconds:
             raise ValueError(f"seconds must be one of {', '.join(self.seconds)} for model {self.id}, got {seconds!r}")
-        return int(seconds) * self.fps
+        want = int(seconds) * self.fps
+        k = -(-(want - self.frames_offset) // self.frames_step)  # ceil
+        return min(k * self.frames_step + self.frames_offset, self.frame_counts()[-1])
+
+    def frame_counts(self) -> list[int]:
+        """Every frame count the model can generate, ascending."""
+        first = max(2, self.frames_offset)
+        first += -(first - self.frames_offset) % self.frames_step
+        return list(range(first, self.max_frames + 1, self.frames_step))
+
+    def check_frames(self, frames: int) -> None:
+        """Raise ValueError naming the allowed counts when the model cannot generate `frames` frames."""
+        counts = self.frame_counts()
+        if frames not in counts:
+            step, offset = self.frames_step, self.frames_offset
+            rule = "" if step == 1 else f" ({step}k+{offset})" if offset else f" (multiples of {step})"
+            shown = ", ".join(map(str, counts)) if len(counts) <= 12 else \
+                f"{', '.join(map(str, counts[:4]))}, ..., {', '.join(map(str, counts[-2:]))}"
+            raise ValueError(f"model {self.id} generates {shown} frames{rule}, got {frames}")
 
 
 @dataclass

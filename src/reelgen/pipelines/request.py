@@ -25,6 +25,8 @@ class GenerationRequest:
     steps: int = 20  # denoising steps
     guidance_scale: float = 5.0  # classifier-free guidance; 1 turns it off
     sampler: str = DEFAULT_SAMPLER  # a name from SAMPLER_NAMES
+    size: tuple[int, int] | None = None  # (width, height) to generate, one of the model's sizes; None: its default
+    image: bytes | None = None  # first frame for image-to-video: PNG/JPEG/WebP bytes (backends.images checks them)
 
     def check(self, max_frames: int) -> None:
         """Raise ValueError with one clear message on settings no model can honour."""

@@ -16,12 +16,15 @@ from tqdm import tqdm
 from reelgen.diffusion.guidance import guided_prediction
 from reelgen.diffusion.pixels import model_to_frames
 from reelgen.diffusion.schedule import SAMPLERS, make_scheduler
-from reelgen.models.text_encoder import TextEncoder
+from reelgen.models.text_encoder import TextEmbedding, TextEncoder
 from reelgen.models.transformer import VideoTransformer
 from reelgen.pipelines.request import GUIDANCE_WARN_ABOVE, SAMPLER_NAMES, GenerationCancelled, GenerationRequest
 
 # The request module names samplers without importing diffusers; keep the two in step.
 assert tuple(SAMPLERS) == SAMPLER_NAMES, "pipelines.request.SAMPLER_NAMES must list diffusion.schedule.SAMPLERS"
+
+# (model, x, t, cond, uncond, scale) -> prediction, as diffusion.guidance.guided_prediction.
+Guidance = Callable[[VideoTransformer, torch.Tensor, torch.Tensor, TextEmbedding, TextEmbedding, float], torch.Tensor]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "builtin"
 
@@ -29,9 +32,11 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "builti
 class TextToVideoPipeline:
     """Runs the denoising loop of a VideoTransformer conditioned on MiniLM text embeddings."""
 
-    def __init__(self, model: VideoTransformer, text_encoder: TextEncoder):
+    def __init__(self, model: VideoTransformer, text_encoder: TextEncoder, guidance: Guidance = guided_prediction):
         self.model = model.eval()
         self.text_encoder = text_encoder
+        # guided_prediction's signature; parallel.CFGParallel puts its two passes on two ranks.
+        self.guidance = guidance
 
     @classmethod
     def from_pretrained(cls, model_dir: str | Path | None = None,
@@ -104,7 +109,7 @@ class TextToVideoPipeline:
                 raise GenerationCancelled(f"cancelled before step {i + 1} of {total}")
             x_in = scheduler.scale_model_input(x, t)  # (B, C, F, H, W)
             tt = torch.full((b,), float(t))  # (B,)
-            pred = guided_prediction(self.model, x_in, tt, cond, uncond, first.guidance_scale)
+            pred = self.predict(x_in, tt, cond, uncond, first.guidance_scale)  # (B, C, F, H, W)
             x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
             if on_step is not None:
                 on_step(i + 1, total)
@@ -115,6 +120,14 @@ class TextToVideoPipeline:
         frames = model_to_frames(x, cfg.color_space)  # (B, F, H, W, 3)
         clock.lap("decode")
         return frames
+
+    def predict(self, x: torch.Tensor, t: torch.Tensor, cond: TextEmbedding, uncond: TextEmbedding,
+                scale: float) -> torch.Tensor:
+        """The guided model prediction for latents x (B, C, F, H, W) at timesteps t (B,): one denoising step's work.
+
+        Subclasses change how a step covers the clip (LongVideoPipeline: overlapping windows).
+        """
+        return self.guidance(self.model, x, t, cond, uncond, scale)
 
 
 class _Stopwatch:

@@ -18,6 +18,8 @@ class ServiceSettings(BaseSettings):
     database_url: str = Field("", description="SQLAlchemy URL of the job store; default: SQLite in data_dir")
     storage_url: str = Field("", description="fsspec URL of the object store; default: data_dir/files")
     model_dir: Path | None = Field(None, description="a reelgen model folder; default: the built-in model")
+    models_file: Path | None = Field(None, description="a models.toml naming every model to serve (built-in or "
+                                                        "diffusers); replaces model_dir")
 
     workers: int = Field(1, ge=1, description="worker threads generating videos in this process")
     lease_seconds: float = Field(30.0, gt=0, description="a claimed job returns to the queue after this long "
@@ -27,7 +29,8 @@ class ServiceSettings(BaseSettings):
     housekeeping_seconds: float = Field(10.0, gt=0, description="how often expired leases and files are swept")
     shutdown_grace_seconds: float = Field(20.0, ge=0, description="on SIGTERM, running jobs get this long to finish "
                                                                   "before they are re-queued")
-    retention_hours: float = Field(24.0, gt=0, description="finished videos and their files are deleted after this")
+    retention_hours: float = Field(24.0, gt=0, description="files of finished videos are deleted this long "
+                                                           "after they finish")
 
     api_keys: list[str] = Field(default_factory=list, description="bearer keys accepted by /v1; empty: no auth")
     # A random secret still works, but links then die with the process: set one to keep them across restarts.
@@ -37,7 +40,7 @@ class ServiceSettings(BaseSettings):
     max_upload_bytes: int = Field(10 * 2**20, ge=1, description="largest accepted request body")
 
     @model_validator(mode="after")
-    def _default_locations(self) -> "ServiceSettings":
+    def _default_locations(self) -> ServiceSettings:
         if not self.database_url:
             self.database_url = f"sqlite:///{self.data_dir / 'jobs.db'}"
         if not self.storage_url:

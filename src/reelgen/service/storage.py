@@ -20,11 +20,21 @@ _FILE_NAMES = {"video": "video.{format}", "thumbnail": "thumbnail.jpg", "sprites
 
 
 def job_prefix(job_id: str) -> str:
+    """Everything of one job: its input image and the outputs of each attempt."""
     return f"videos/{job_id}"
 
 
+def input_key(job_id: str) -> str:
+    """The first frame an image-to-video job was given, as uploaded (PNG, JPEG or WebP)."""
+    return f"{job_prefix(job_id)}/input"
+
+
+def attempts_prefix(job_id: str) -> str:
+    return f"{job_prefix(job_id)}/attempts"
+
+
 def attempt_prefix(job_id: str, token: int) -> str:
-    return f"{job_prefix(job_id)}/{token}"
+    return f"{attempts_prefix(job_id)}/{token}"
 
 
 def output_key(job_id: str, token: int, variant: str, video_format: str) -> str:

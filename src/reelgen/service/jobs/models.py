@@ -32,6 +32,7 @@ class Job(Base):
     sampler: Mapped[str] = mapped_column(String(32))
     fps: Mapped[int]
     format: Mapped[str] = mapped_column(String(8))  # container of the video variant: mp4, webm or gif
+    has_image: Mapped[bool] = mapped_column(default=False)  # a first frame waits in storage (image-to-video)
     remixed_from_video_id: Mapped[str | None] = mapped_column(String(64))
 
     # progress and the lease a worker holds while it runs the job

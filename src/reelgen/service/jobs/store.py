@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Literal
 
@@ -111,15 +111,20 @@ class JobStore:
 
     # --- the workers' side ---
 
-    def claim(self, worker: str) -> Job | None:
-        """Lease the oldest queued job to `worker`, or None. Atomic across threads and processes."""
+    def claim(self, worker: str, models: Collection[str] | None = None) -> Job | None:
+        """Lease the oldest queued job (of one of `models`, if given) to `worker`, or None.
+
+        Atomic across threads and processes: two workers never hold the same job.
+        """
         now = self.clock()
+        query = select(Job.id).where(Job.status == JobStatus.QUEUED)
+        if models is not None:
+            query = query.where(Job.model.in_(models))
         with self._session.begin() as session:
             # SKIP LOCKED lets PostgreSQL workers pass over rows another claim holds; SQLite ignores it and
             # serializes writers instead. Either way the status check below is what makes a claim exclusive.
             candidates = session.scalars(
-                select(Job.id).where(Job.status == JobStatus.QUEUED).order_by(Job.created_at)
-                .limit(_CLAIM_CANDIDATES).with_for_update(skip_locked=True),
+                query.order_by(Job.created_at).limit(_CLAIM_CANDIDATES).with_for_update(skip_locked=True),
             ).all()
             for job_id in candidates:
                 won = session.execute(

@@ -1,0 +1,150 @@
+"""The service's two targets, measured against a real `reelgen serve` on loopback.
+
+    .venv/bin/python benchmarks/bench_service.py [--model-dir runs/builtin/ema] [--runs 3] [--rate 200]
+
+1. Platform overhead: a job's end-to-end time through the API (create, then poll
+   every 10 ms until completed) minus the time of the same work called directly
+   in this process (generate, then render the MP4, thumbnail and spritesheet).
+   Target: <= 5 % or <= 100 ms, whichever is larger.
+2. GET /v1/videos/{id} latency at a fixed request rate while a job generates,
+   open loop (each request is timed from when it was due, so a slow server
+   cannot hide its queueing). Target: p99 <= 20 ms at 200 requests/s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+from common import begin, model_parser  # benchmarks/common.py
+
+from reelgen.backends.builtin import BuiltinGenerator
+from reelgen.data.dataset import ShapesWorld
+from reelgen.pipelines.request import GenerationRequest
+from reelgen.rendering import encode_video, spritesheet, thumbnail
+
+STEPS = 20  # the built-in model's default
+
+
+def main() -> int:
+    parser = model_parser(__doc__)
+    parser.add_argument("--runs", type=int, default=3, help="timed jobs each way after one warm-up (default: 3)")
+    parser.add_argument("--rate", type=float, default=200, help="GET requests per second (default: 200)")
+    parser.add_argument("--seconds", type=float, default=5, help="length of the GET load (default: 5)")
+    args = parser.parse_args()
+    begin(args)
+    prompts = [ShapesWorld("eval")[i].caption for i in range(args.runs + 1)]  # new to both text-encoder caches
+
+    generator = BuiltinGenerator(args.model_dir)
+    spec = generator.spec  # the API's defaults: the same video both ways
+    shape = {"frames": spec.frames_for(spec.default_seconds), "side": int(spec.default_size.split("x")[0])}
+    direct = [_direct(generator, prompt, seed, **shape) for seed, prompt in enumerate(prompts)][1:]
+
+    with tempfile.TemporaryDirectory(prefix="bench-service-") as data, _serve(args.model_dir, Path(data)) as url:
+        client = httpx.Client(base_url=url, timeout=120)
+        runs = [_through_api(client, prompt, seed) for seed, prompt in enumerate(prompts)][1:]
+        api, timings = zip(*runs, strict=True)
+        overhead = statistics.median(api) - statistics.median(direct)
+        allowed = max(0.05 * statistics.median(direct), 0.100)
+        print(f"direct: median {statistics.median(direct):.3f} s of {_list(direct)}")
+        print(f"via API: median {statistics.median(api):.3f} s of {_list(api)}")
+        print("  its stages (median s): " + ", ".join(f"{stage} {statistics.median(t[stage] for t in timings):.3f}"
+                                                    for stage in timings[0]))
+        print(f"platform overhead: {overhead * 1000:.0f} ms (target <= {allowed * 1000:.0f} ms): "
+              f"{'met' if overhead <= allowed else 'MISSED'}")
+
+        busy = client.post("/v1/videos", json={"prompt": prompts[0], "num_inference_steps": 200}).json()["id"]
+        while client.get(f"/v1/videos/{busy}").json()["progress"] == 0:
+            time.sleep(0.01)
+        latencies = asyncio.run(_load(url, f"/v1/videos/{busy}", args.rate, args.seconds))
+        still = client.get(f"/v1/videos/{busy}").json()["status"] == "in_progress"
+        p50, p99 = (statistics.quantiles(latencies, n=100)[q] * 1000 for q in (49, 98))
+        print(f"GET at {args.rate:.0f}/s for {args.seconds:.0f} s, {len(latencies)} requests, a job generating "
+              f"{'throughout' if still else 'for part of it (use a slower model or fewer seconds)'}: "
+              f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies) * 1000:.1f} ms "
+              f"(target p99 <= 20 ms): {'met' if p99 <= 20 else 'MISSED'}")
+        client.post(f"/v1/videos/{busy}/cancel")
+    return 0
+
+
+def _direct(generator: BuiltinGenerator, prompt: str, seed: int, frames: int, side: int) -> float:
+    """What a worker does for one job, without the platform around it."""
+    start = time.perf_counter()
+    request = GenerationRequest(prompt=prompt, seed=seed, frames=frames, steps=STEPS)
+    frames = generator.generate([request]).frames[0]
+    encode_video(frames, min_side=side)
+    thumbnail(frames, min_side=side)
+    spritesheet(frames)
+    return time.perf_counter() - start
+
+
+def _through_api(client: httpx.Client, prompt: str, seed: int) -> tuple[float, dict[str, float]]:
+    """End-to-end seconds of one job as a client sees them, and the stage timings the service reports."""
+    start = time.perf_counter()
+    video = client.post("/v1/videos", json={"prompt": prompt, "seed": seed, "num_inference_steps": STEPS}).json()
+    while video["status"] in ("queued", "in_progress"):
+        time.sleep(0.01)
+        video = client.get(f"/v1/videos/{video['id']}").json()
+    if video["status"] != "completed":
+        raise RuntimeError(f"job {video['id']} ended {video['status']}: {video['error']}")
+    return time.perf_counter() - start, video["timings"]
+
+
+async def _load(url: str, path: str, rate: float, seconds: float) -> list[float]:
+    """Open-loop GETs at `rate` per second; each latency counts from when its request was due."""
+    async with httpx.AsyncClient(base_url=url, timeout=10,
+                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64)) as client:
+        start = time.perf_counter()
+
+        async def one(due: float) -> float:
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            response = await client.get(path)
+            response.raise_for_status()
+            return time.perf_counter() - due
+
+        return await asyncio.gather(*(one(start + i / rate) for i in range(int(rate * seconds))))
+
+
+class _serve:
+    """`reelgen serve` on a free loopback port for the length of a with-block."""
+
+    def __init__(self, model_dir: Path, data_dir: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        self.command = [sys.executable, "-m", "reelgen.cli", "serve", "--port", str(port), "--data-dir",
+                        str(data_dir), "--model-dir", str(model_dir), "--log-level", "warning",
+                        "--shutdown-grace-seconds", "0"]
+
+    def __enter__(self) -> str:
+        self.proc = subprocess.Popen(self.command, env=os.environ)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(f"{self.url}/health")
+                return self.url
+            except httpx.TransportError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("reelgen serve did not start") from None
+                time.sleep(0.1)
+
+    def __exit__(self, *exc) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=60)
+
+
+def _list(seconds: list[float]) -> str:
+    return ", ".join(f"{s:.3f}" for s in seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

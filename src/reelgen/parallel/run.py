@@ -1,0 +1,113 @@
+"""Generate one video over several processes: the torchrun entry point.
+
+    torchrun --nproc-per-node 2 -m reelgen.parallel.run "a red circle moving left" --cfg 2 -o out.mp4
+    torchrun --nproc-per-node 2 -m reelgen.parallel.run "a red circle moving left" --sequence 2
+    torchrun --nproc-per-node 4 -m reelgen.parallel.run "a red circle moving left" --cfg 2 --sequence 2
+    torchrun --nproc-per-node 2 -m reelgen.parallel.run "a red circle moving left" --frames 48 --windows
+
+torchrun sets RANK, WORLD_SIZE and the rendezvous address; training.distributed
+.setup() joins the group (gloo on CPU, nccl on GPU). Every rank runs the same
+denoising loop on the same latents and gets the same frames; rank 0 writes the
+file. More frames than the model's native length are generated as blended
+windows (pipelines.long_video); --windows spreads those windows over the ranks
+instead of splitting each forward.
+
+Ray: a group of Ray actors can play the ranks of one job instead of torchrun,
+each calling init_process_group with the group's address, its rank and the world
+size, then `generate_on_ranks`. That belongs with the Ray executor (a later
+piece of issue 6), which does not exist yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+import torch.distributed as td
+
+from reelgen.parallel.mesh import parallelize
+from reelgen.pipelines.long_video import DEFAULT_MAX_WINDOWS, LongVideoPipeline
+from reelgen.pipelines.request import GenerationRequest
+
+
+def generate_on_ranks(pipeline: LongVideoPipeline, request: GenerationRequest, *, cfg: int = 1, sequence: int = 1,
+                      windows: bool = False, progress: bool = False) -> np.ndarray:
+    """Spread `pipeline` over the job's ranks and generate one video -> uint8 (F, H, W, 3) on every rank.
+
+    Either cfg x sequence parallelism within each forward, or (windows=True)
+    the long video's windows shared out between the ranks.
+    """
+    if windows:
+        if (cfg, sequence) != (1, 1):
+            raise ValueError("--windows spreads whole windows over the ranks: use it without --cfg and --sequence")
+        pipeline.group = td.group.WORLD if td.is_initialized() else None
+    else:
+        parallelize(pipeline, cfg=cfg, sequence=sequence)
+    return pipeline([request], progress=progress)[0]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from reelgen.cli import _add_sampling_args  # the same sampling options as `reelgen generate`
+
+    p = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m reelgen.parallel.run",
+                                description="Generate one video over the N processes of a torchrun job.")
+    p.add_argument("prompt", help="what the video shows")
+    p.add_argument("-o", "--output", default="out.mp4", help="output file or folder, written by rank 0 "
+                                                             "(default: out.mp4)")
+    _add_sampling_args(p)
+    p.add_argument("--negative-prompt", default="", help="replaces the empty prompt in guidance")
+    p.add_argument("--frames", type=int, default=None,
+                   help="frames to generate; beyond the model's native length, overlapping windows are blended "
+                        "(default: the native length)")
+    p.add_argument("--overlap", type=int, default=None, help="frames shared by neighbouring windows "
+                                                             "(default: half the native length)")
+    p.add_argument("--cfg", type=int, default=1, choices=(1, 2), help="ranks sharing the two passes of guidance")
+    p.add_argument("--sequence", type=int, default=1, help="ranks sharing the frames of each forward pass")
+    p.add_argument("--windows", action="store_true", help="spread long-video windows over the ranks instead")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per rank (default: torch's choice; "
+                                                             "use cores / ranks on a CPU)")
+    p.add_argument("--fps", type=int, default=8, help="frames per second of the written video (default: 8)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    from reelgen.models.text_encoder import TextEncoder
+    from reelgen.models.transformer import VideoTransformer, load_config
+    from reelgen.pipelines.text_to_video import DEFAULT_MODEL_DIR
+    from reelgen.rendering.video import check_output_path, write_video
+    from reelgen.training.distributed import setup
+
+    args = build_parser().parse_args(argv)
+    # 1. check everything before any model loads on any rank
+    model_dir = args.model_dir or DEFAULT_MODEL_DIR
+    native = load_config(model_dir).frames
+    request = GenerationRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+                                frames=args.frames or native, steps=args.steps, guidance_scale=args.guidance,
+                                sampler=args.sampler)
+    request.check(DEFAULT_MAX_WINDOWS * native)
+    output, _ = check_output_path(args.output)
+
+    # 2. join the job, load, generate; rank 0 writes
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist = setup()
+    try:
+        pipeline = LongVideoPipeline(VideoTransformer.from_pretrained(model_dir), TextEncoder(), overlap=args.overlap)
+        frames = generate_on_ranks(pipeline, request, cfg=args.cfg, sequence=args.sequence, windows=args.windows,
+                                   progress=dist.is_main)
+        if dist.is_main:
+            write_video(frames, output, fps=args.fps)
+            print(f"wrote {output} ({frames.shape[0]} frames on {dist.world_size} ranks)")
+    finally:
+        dist.teardown()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except ValueError as e:  # bad settings: one clear line per rank, not a traceback
+        print(f"reelgen.parallel.run: error: {e}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,219 @@
+"""The /v1 routes: thin, each one a store call or two; the logic lives in create.py, the store and delivery."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterable
+from typing import Annotated, Literal
+from urllib.parse import urlencode
+
+import anyio
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.sse import EventSourceResponse
+from starlette.concurrency import run_in_threadpool
+
+from reelgen.rendering.video import CONTENT_TYPES
+from reelgen.service.api.create import VideoCreateDep, create, remix
+from reelgen.service.api.deps import (
+    CredentialsDep,
+    ModelsDep,
+    ServicesDep,
+    StorageDep,
+    StoreDep,
+    VideoDep,
+    VideoId,
+    check_key,
+    require_key,
+)
+from reelgen.service.api.errors import APIError
+from reelgen.service.api.openapi import CREATE_BODY, errors
+from reelgen.service.api.schemas import (
+    LinkCreate,
+    LinkPublic,
+    ModelList,
+    ModelPublic,
+    RemixCreate,
+    Variant,
+    VideoDeleted,
+    VideoList,
+    VideoPublic,
+)
+from reelgen.service.delivery import SignatureError, file_response
+from reelgen.service.jobs import TERMINAL, Job, JobConflict, JobStatus
+from reelgen.service.storage import job_prefix, output_key
+
+# the openai SDK's poll() waits this long between GETs of a running job
+_POLL_AFTER_MS = "500"
+_EVENTS_POLL_SECONDS = 0.2
+_CACHE_SECONDS = 3600
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=errors(401))
+# GET .../content authorizes by key or by a signed link, so it sits outside the keyed router
+content_router = APIRouter(prefix="/v1")
+
+
+@router.post("/videos", response_model=VideoPublic, openapi_extra=CREATE_BODY, responses=errors(400, 413, 415),
+             summary="Create a video", tags=["videos"])
+def create_video(body: VideoCreateDep, services: ServicesDep) -> VideoPublic:
+    return VideoPublic.from_job(create(services, body))
+
+
+@router.get("/videos", response_model=VideoList, responses=errors(400, 404), summary="List videos", tags=["videos"])
+def list_videos(store: StoreDep,
+                after: Annotated[str | None, Query(description="id of the last video of the previous page")] = None,
+                limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                order: Annotated[Literal["asc", "desc"], Query(description="by creation time")] = "desc") -> VideoList:
+    try:
+        jobs, has_more = store.list(after=after, limit=limit, order=order)
+    except KeyError:
+        raise APIError(404, f"No video found with id '{after}' (the 'after' cursor).", param="after",
+                       code="video_not_found") from None
+    data = [VideoPublic.from_job(job) for job in jobs]
+    return VideoList(data=data, first_id=data[0].id if data else None, last_id=data[-1].id if data else None,
+                     has_more=has_more)
+
+
+@router.get("/videos/{video_id}", response_model=VideoPublic, responses=errors(404), summary="Retrieve a video",
+            tags=["videos"])
+def retrieve_video(video: VideoDep, response: Response) -> VideoPublic:
+    if video.status not in TERMINAL:
+        response.headers["openai-poll-after-ms"] = _POLL_AFTER_MS
+    return VideoPublic.from_job(video)
+
+
+@router.delete("/videos/{video_id}", response_model=VideoDeleted, responses=errors(404),
+               summary="Delete a video and its files (a running one stops)", tags=["videos"])
+def delete_video(video_id: VideoId, store: StoreDep, storage: StorageDep) -> VideoDeleted:
+    if store.delete(video_id) is None:
+        raise APIError.not_found(video_id)
+    storage.delete(job_prefix(video_id))
+    return VideoDeleted(id=video_id)
+
+
+@router.post("/videos/{video_id}/remix", response_model=VideoPublic, responses=errors(400, 404, 409),
+             summary="Remix a completed video: same settings and seed, new prompt", tags=["videos"])
+def remix_video(video: VideoDep, body: RemixCreate, services: ServicesDep) -> VideoPublic:
+    if video.status != JobStatus.COMPLETED:
+        raise APIError(409, f"Video {video.id} is {video.status}; only a completed video can be remixed.",
+                       code="video_not_completed")
+    return VideoPublic.from_job(remix(services, video, body.prompt))
+
+
+@router.post("/videos/{video_id}/cancel", response_model=VideoPublic, responses=errors(404, 409),
+             summary="Cancel a queued or running video (stops within one denoising step)", tags=["videos"])
+def cancel_video(video_id: VideoId, store: StoreDep) -> VideoPublic:
+    try:
+        job = store.cancel(video_id)
+    except JobConflict as e:
+        raise APIError(409, str(e), code="video_finished") from e
+    if job is None:
+        raise APIError.not_found(video_id)
+    return VideoPublic.from_job(job)
+
+
+@router.get("/videos/{video_id}/events", response_class=EventSourceResponse, responses=errors(404),
+            summary="Stream the video object as server-sent events while it changes, until it finishes",
+            tags=["videos"])
+async def video_events(video: VideoDep, store: StoreDep) -> AsyncIterable[VideoPublic]:
+    job, last = video, None
+    while job is not None:
+        current = VideoPublic.from_job(job)
+        if (current.status, current.progress) != last:
+            last = (current.status, current.progress)
+            yield current
+        if job.status in TERMINAL:
+            return
+        await anyio.sleep(_EVENTS_POLL_SECONDS)
+        job = await run_in_threadpool(store.get, job.id)
+
+
+@router.post("/videos/{video_id}/link", response_model=LinkPublic, responses=errors(400, 404, 409),
+             summary="Sign an expiring URL to one file of a completed video, usable without an API key",
+             tags=["videos"])
+def link_video(video: VideoDep, body: LinkCreate, services: ServicesDep, request: Request) -> LinkPublic:
+    _check_downloadable(video)
+    if body.expires_in > services.settings.max_link_seconds:
+        raise APIError.invalid(f"Invalid 'expires_in': at most {services.settings.max_link_seconds} seconds.",
+                               "expires_in")
+    expires = int(services.signer.clock()) + body.expires_in
+    query = {"variant": body.variant, "expires": expires,
+             "signature": services.signer.sign(video.id, body.variant, expires)}
+    url = f"{request.url_for('download_video_content', video_id=video.id)}?{urlencode(query)}"
+    return LinkPublic(url=url, variant=body.variant, expires_at=expires)
+
+
+@content_router.get(
+    "/videos/{video_id}/content", response_class=Response, tags=["videos"],
+    # the bearer key is optional here: a signed link stands in for it (FastAPI appends this to its own entry)
+    openapi_extra={"security": [{}]},
+    summary="Download the video, its thumbnail or its spritesheet (Range requests, ETag; key or signed link)",
+    responses={
+        200: {"description": "the whole file",
+              "content": {t: {"schema": {"type": "string", "format": "binary"}}
+                          for t in ("video/mp4", "video/webm", "image/gif", "image/jpeg")}},
+        206: {"description": "the requested byte range"},
+        304: {"description": "the client's copy (If-None-Match) is current"},
+        **errors(400, 401, 403, 404, 409),
+        416: {"description": "the range starts past the end of the file"},
+    },
+)
+def download_video_content(
+    video_id: VideoId, request: Request, credentials: CredentialsDep, services: ServicesDep,
+    variant: Annotated[Variant, Query(description="which file")] = "video",
+    expires: Annotated[int | None, Query(description="signed links: unix time the link expires")] = None,
+    signature: Annotated[str | None, Query(description="signed links: the link's signature")] = None,
+) -> Response:
+    signed = expires is not None or signature is not None
+    if signed:
+        if expires is None or signature is None:
+            raise APIError(403, "Invalid download link: it needs both 'expires' and 'signature'.", param="signature",
+                           code="invalid_signature")
+        try:
+            services.signer.verify(video_id, variant, expires, signature)
+        except SignatureError as e:
+            raise APIError(403, f"Invalid download link: {e}.", code="invalid_signature") from e
+    else:
+        check_key(credentials, services.settings)
+    video = services.store.get(video_id)
+    if video is None:
+        raise APIError.not_found(video_id)
+    _check_downloadable(video)
+    key = output_key(video.id, video.output_token, variant, video.format)
+    info = services.storage.info(key)
+    if info is None:
+        raise APIError(404, f"The {variant} of video {video.id} is missing from storage.", code="file_missing")
+    now = time.time()
+    max_age = min(_CACHE_SECONDS, int(video.expires_at - now)) if video.expires_at else _CACHE_SECONDS
+    if signed:
+        max_age = min(max_age, expires - int(now))
+    # a keyed response must not be shared by a CDN; a signed or open one may be, until the link or file expires
+    scope = "private" if services.settings.api_keys and not signed else "public"
+    response = file_response(
+        services.storage, key, size=info.size, request_headers=request.headers,
+        etag=f'"{video.id}.{video.output_token}.{variant}"', last_modified=video.completed_at,
+        content_type=CONTENT_TYPES[video.format] if variant == "video" else CONTENT_TYPES["jpeg"],
+        cache_control=f"{scope}, max-age={max(max_age, 0)}",
+    )
+    response.headers["Content-Disposition"] = f'inline; filename="{video.id}.{variant}.{key.rsplit(".", 1)[-1]}"'
+    return response
+
+
+@router.get("/models", response_model=ModelList, summary="List the served models", tags=["models"])
+def list_models(models: ModelsDep) -> ModelList:
+    return ModelList(data=[ModelPublic.from_spec(spec) for spec in models.values()])
+
+
+@router.get("/models/{model}", response_model=ModelPublic, responses=errors(404), summary="Retrieve a model",
+            tags=["models"])
+def retrieve_model(model: str, models: ModelsDep) -> ModelPublic:
+    if model not in models:
+        raise APIError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found")
+    return ModelPublic.from_spec(models[model])
+
+
+def _check_downloadable(video: Job) -> None:
+    if video.status != JobStatus.COMPLETED:
+        raise APIError(409, f"Video {video.id} is {video.status}; its content is available once it is completed.",
+                       code="video_not_completed")
+    if video.files_deleted:
+        raise APIError(404, f"The files of video {video.id} expired and were deleted.", code="video_expired")

@@ -1,0 +1,61 @@
+"""The app factory: wires settings, job store, object store, generators, executor and housekeeping into the API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.concurrency import run_in_threadpool
+
+from reelgen.backends.base import Generator
+from reelgen.service.api import Services, build_api
+from reelgen.service.delivery import LinkSigner
+from reelgen.service.executors import JobRunner, LocalExecutor
+from reelgen.service.housekeeping import Housekeeper
+from reelgen.service.jobs import JobStore
+from reelgen.service.settings import ServiceSettings
+from reelgen.service.storage import ObjectStore
+
+
+def create_app(settings: ServiceSettings | None = None, generators: Sequence[Generator] | None = None) -> FastAPI:
+    """The service as an ASGI app. Workers start and stop with the app's lifespan (uvicorn, TestClient)."""
+    settings = settings or ServiceSettings()
+    if generators is None:
+        generators = _generators(settings)
+    store = JobStore(settings.database_url, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
+                     retention_seconds=settings.retention_seconds)
+    storage = ObjectStore(settings.storage_url)
+    runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds)
+    executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds)
+    housekeeper = Housekeeper(store, storage, executor, settings.housekeeping_seconds)
+    services = Services(settings=settings, store=store, storage=storage, executor=executor,
+                        models={g.spec.id: g.spec for g in generators},
+                        signer=LinkSigner(settings.signing_secret.get_secret_value()))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        store.create_schema()
+        housekeeper.run_once()  # jobs of a process that was killed come back as soon as their leases lapse
+        executor.start()
+        housekeeper.start()
+        try:
+            yield
+        finally:
+            # uvicorn turns SIGTERM into this: stop claiming, let running jobs finish or re-queue them
+            await run_in_threadpool(executor.stop, settings.shutdown_grace_seconds)
+            housekeeper.stop()
+            store.close()
+
+    return build_api(services, lifespan)
+
+
+def _generators(settings: ServiceSettings) -> list[Generator]:
+    """The configured models; checks each can run here, loads no weights (the first job does)."""
+    if settings.models_file is not None:
+        from reelgen.backends.registry import load_registry
+
+        return load_registry(settings.models_file).generators()
+    from reelgen.backends.builtin import BuiltinGenerator  # imports torch: only here, never in the API
+
+    return [BuiltinGenerator(settings.model_dir)]

@@ -1,0 +1,68 @@
+"""The local executor: N worker threads inside the service process."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from reelgen.service.executors.runner import JobRunner
+from reelgen.service.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+
+class LocalExecutor:
+    def __init__(self, store: JobStore, runner: JobRunner, *, workers: int = 1, poll_seconds: float = 1.0):
+        self.store = store
+        self.runner = runner
+        self.workers = workers
+        self.poll_seconds = poll_seconds
+        # unique per process, so a lease names the process that holds it
+        self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._wakeups = threading.Semaphore(0)
+        self._stopping = threading.Event()
+        self._abort = threading.Event()
+        self._threads: list[threading.Thread] = []
+
+    def start(self) -> None:
+        self._threads = [threading.Thread(target=self._work, args=(f"{self.name}/{i}",), name=f"reelgen-worker-{i}",
+                                          daemon=True) for i in range(self.workers)]
+        for thread in self._threads:
+            thread.start()
+
+    def wake(self) -> None:
+        self._wakeups.release()
+
+    def stop(self, grace_seconds: float) -> None:
+        self._stopping.set()
+        for _ in self._threads:
+            self._wakeups.release()
+        deadline = time.monotonic() + grace_seconds
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        if any(thread.is_alive() for thread in self._threads):
+            log.info("jobs still running after %.0fs: stopping them and re-queueing", grace_seconds)
+            self._abort.set()
+        for thread in self._threads:
+            thread.join()
+
+    def _work(self, worker: str) -> None:
+        while not self._stopping.is_set():
+            try:
+                # only jobs this process has a generator for: other processes may serve other models
+                job = self.store.claim(worker, models=self.runner.generators.keys())
+            except Exception:  # the database may come back; a worker thread must not die of it
+                log.exception("claiming a job failed")
+                job = None
+            if job is None:
+                self._wakeups.acquire(timeout=self.poll_seconds)
+                continue
+            log.info("%s runs %s (attempt %d)", worker, job.id, job.attempts)
+            try:
+                self.runner.run(job, self._abort)
+            except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
+                log.exception("running %s failed", job.id)

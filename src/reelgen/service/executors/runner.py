@@ -1,0 +1,134 @@
+"""Runs one claimed job to its outcome: generate, render, store, complete. Shared by every executor.
+
+A worker never imports FastAPI; it talks to the API only through the job store.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+
+from reelgen.backends.base import GenerationCancelled, GenerationRequest, Generator
+from reelgen.rendering import encode_video, spritesheet, thumbnail
+from reelgen.service.jobs import Job, JobStore
+from reelgen.service.storage import ObjectStore, attempt_prefix, attempts_prefix, input_key, output_key
+
+log = logging.getLogger(__name__)
+
+# progress while denoising runs from 0 to this; rendering and storing fill the rest
+_DENOISE_SHARE = 90
+_RENDERED = 95
+
+
+class JobRunner:
+    def __init__(self, store: JobStore, storage: ObjectStore, generators: Mapping[str, Generator],
+                 heartbeat_seconds: float):
+        self.store = store
+        self.storage = storage
+        self.generators = generators
+        self.heartbeat_seconds = heartbeat_seconds
+        # A generator runs one batch at a time; workers sharing it overlap rendering and storing instead.
+        self._locks = {model: threading.Lock() for model in generators}
+
+    def run(self, job: Job, abort: threading.Event) -> None:
+        """Run a job this process holds the lease on. `abort` set (shutdown) -> stop within a step and re-queue."""
+        token = job.lease_token
+        cancel = threading.Event()  # stops the denoising loop: lease lost, job cancelled or deleted, or abort
+        timings = {"queue_wait": job.started_at - job.created_at}
+        try:
+            with _Heartbeat(self.store, job.id, token, self.heartbeat_seconds, cancel, abort):
+                self._generate_and_store(job, token, cancel, abort, timings)
+            if self.store.complete(job.id, token, timings):
+                self._remove_other_attempts(job.id, token)
+                log.info("completed %s in %.2fs", job.id, sum(timings.values()))
+            else:
+                self.storage.delete(attempt_prefix(job.id, token))
+        except GenerationCancelled:
+            self.storage.delete(attempt_prefix(job.id, token))
+            # Only a shutdown gives the job back; a cancel, delete or lost lease already took it away.
+            if abort.is_set() and self.store.release(job.id, token):
+                log.info("re-queued %s on shutdown", job.id)
+        except Exception as e:
+            log.exception("video %s failed", job.id)
+            self.storage.delete(attempt_prefix(job.id, token))
+            self.store.fail(job.id, token, "generation_failed", f"{type(e).__name__}: {e}", timings)
+
+    def _generate_and_store(self, job: Job, token: int, cancel: threading.Event, abort: threading.Event,
+                            timings: dict[str, float]) -> None:
+        generator = self.generators.get(job.model)
+        if generator is None:
+            raise LookupError(f"model {job.model!r} is not served by this worker")
+
+        def on_step(done: int, total: int) -> None:
+            if abort.is_set() or not _beat(self.store, job.id, token, done * _DENOISE_SHARE // total):
+                cancel.set()
+
+        width, height = (int(side) for side in job.size.split("x"))
+        request = GenerationRequest(prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed,
+                                    frames=job.frames, steps=job.steps, guidance_scale=job.guidance_scale,
+                                    sampler=job.sampler, size=(width, height),
+                                    image=self.storage.get(input_key(job.id)) if job.has_image else None)
+        timings["model_load"] = generator.load()
+        with self._locks[job.model]:
+            result = generator.generate([request], on_step=on_step, cancel=cancel)
+        timings.update(result.timings)
+
+        clock = time.perf_counter()
+        frames = result.frames[0]  # (F, H, W, 3) at native size
+        min_side = min(width, height)  # upscaled to `size` when the model generates smaller
+        files = {
+            "video": encode_video(frames, fmt=job.format, fps=job.fps, min_side=min_side),
+            "thumbnail": thumbnail(frames, min_side=min_side),
+            "spritesheet": spritesheet(frames),
+        }
+        timings["render"] = time.perf_counter() - clock
+        _beat(self.store, job.id, token, _RENDERED)
+
+        clock = time.perf_counter()
+        for variant, data in files.items():
+            self.storage.put(output_key(job.id, token, variant, job.format), data)
+        timings["store"] = time.perf_counter() - clock
+
+    def _remove_other_attempts(self, job_id: str, token: int) -> None:
+        """Files an earlier attempt left before it lost its lease (its worker died mid-upload)."""
+        mine = attempt_prefix(job_id, token)
+        for prefix in self.storage.children(attempts_prefix(job_id)):
+            if prefix != mine:
+                self.storage.delete(prefix)
+
+
+class _Heartbeat:
+    """Keeps the lease alive when no denoising step beats it (model loading, rendering, storing, a slow step),
+    and passes a lost lease or a shutdown on to `cancel`."""
+
+    def __init__(self, store: JobStore, job_id: str, token: int, interval: float, cancel: threading.Event,
+                 abort: threading.Event):
+        self.store, self.job_id, self.token, self.interval = store, job_id, token, interval
+        self.cancel, self.abort = cancel, abort
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+
+    def _beat(self) -> None:
+        while not self._done.wait(self.interval):
+            if self.abort.is_set() or not _beat(self.store, self.job_id, self.token):
+                self.cancel.set()
+                return
+
+
+def _beat(store: JobStore, job_id: str, token: int, progress: int | None = None) -> bool:
+    """Heartbeat; False only when the job is certainly no longer ours."""
+    try:
+        return store.heartbeat(job_id, token, progress)
+    except Exception:  # a database hiccup: the next beat may pass, and fencing covers the worst case
+        log.warning("heartbeat for %s failed", job_id, exc_info=True)
+        return True

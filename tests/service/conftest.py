@@ -1,0 +1,59 @@
+"""Service fixtures: a job store and object store in a temp folder, and apps over the tiny model or a fake one."""
+
+from __future__ import annotations
+
+import pytest
+
+from reelgen.service.jobs import JobStore
+from reelgen.service.settings import ServiceSettings
+from reelgen.service.storage import ObjectStore
+from tests.service.helpers import FakeClock
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(tmp_path, clock) -> JobStore:
+    store = JobStore(f"sqlite:///{tmp_path / 'jobs.db'}", lease_seconds=10, max_attempts=2, retention_seconds=100,
+                     clock=clock)
+    store.create_schema()
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def storage(tmp_path) -> ObjectStore:
+    return ObjectStore(str(tmp_path / "files"))
+
+
+@pytest.fixture(scope="session")
+def slow_model_dir(tmp_path_factory):
+    """The tiny model with 2x2 patches: ~10 ms a step on one core, so 200 steps leave time to act mid-job."""
+    from dataclasses import replace
+
+    from reelgen.models.transformer import PRESETS, VideoTransformer
+
+    path = tmp_path_factory.mktemp("slow-model")
+    VideoTransformer(replace(PRESETS["test"], dim=64, patch_size=2)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_generator(tiny_model_dir):
+    """One built-in generator over the tiny model for every app in the session: the model loads once."""
+    from reelgen.backends.builtin import BuiltinGenerator
+
+    return BuiltinGenerator(tiny_model_dir)
+
+
+@pytest.fixture
+def make_settings(tmp_path):
+    def make(**overrides) -> ServiceSettings:
+        defaults = dict(data_dir=tmp_path / "data", poll_seconds=0.05, housekeeping_seconds=0.2, lease_seconds=2,
+                        shutdown_grace_seconds=0, signing_secret="test-secret")
+        return ServiceSettings(**(defaults | overrides))
+
+    return make

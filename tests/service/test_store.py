@@ -1,0 +1,181 @@
+"""The job store: durable records, atomic claims, leases, fencing, retries and retention."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from reelgen.service.jobs import JobConflict, JobStatus, JobStore
+from tests.service.helpers import new_job
+
+
+def test_added_job_is_queued_and_durable(store, tmp_path):
+    job = store.add(new_job())
+    assert job.id.startswith("video_") and job.status == JobStatus.QUEUED
+    assert (job.progress, job.attempts, job.lease_token) == (0, 0, 0)
+    reopened = JobStore(store.engine.url.render_as_string(hide_password=False))
+    assert reopened.get(job.id).prompt == "a red circle"
+    reopened.close()
+
+
+def test_list_pages_by_creation_time_both_ways(store, clock):
+    ids = []
+    for _ in range(5):
+        ids.append(store.add(new_job()).id)
+        clock.now += 1
+    page, more = store.list(limit=2, order="asc")
+    assert [j.id for j in page] == ids[:2] and more
+    page, more = store.list(after=ids[1], limit=2, order="asc")
+    assert [j.id for j in page] == ids[2:4] and more
+    page, more = store.list(after=ids[3], limit=2, order="asc")
+    assert [j.id for j in page] == ids[4:] and not more
+    page, more = store.list(after=ids[2], limit=10, order="desc")
+    assert [j.id for j in page] == [ids[1], ids[0]] and not more
+    with pytest.raises(KeyError):
+        store.list(after="video_missing")
+
+
+def test_list_breaks_ties_in_creation_time_by_id(store):
+    ids = sorted(store.add(new_job()).id for _ in range(4))  # the clock stands still: all created at once
+    first, _ = store.list(limit=2, order="asc")
+    rest, _ = store.list(after=first[-1].id, limit=10, order="asc")
+    assert [j.id for j in first + rest] == ids
+
+
+def test_claim_takes_the_oldest_job_and_starts_a_lease(store, clock):
+    old = store.add(new_job())
+    clock.now += 1
+    store.add(new_job())
+    job = store.claim("w1")
+    assert job.id == old.id and job.status == JobStatus.IN_PROGRESS
+    assert (job.lease_owner, job.lease_token, job.attempts) == ("w1", 1, 1)
+    assert job.lease_expires_at == clock.now + store.lease_seconds
+
+
+def test_a_worker_claims_only_jobs_of_the_models_it_serves(store):
+    store.add(new_job(model="other"))
+    wanted = store.add(new_job(model="fake"))
+    assert store.claim("w", models=["fake"]).id == wanted.id
+    assert store.claim("w", models=["fake"]) is None
+
+
+def test_concurrent_claims_hand_out_every_job_exactly_once(store):
+    ids = {store.add(new_job()).id for _ in range(30)}
+    claimed: list[str] = []
+    lock = threading.Lock()
+
+    def worker(name: str) -> None:
+        while (job := store.claim(name)) is not None:
+            with lock:
+                claimed.append(job.id)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(claimed) == sorted(ids)
+
+
+def test_a_second_store_on_the_same_database_cannot_claim_a_claimed_job(store):
+    store.add(new_job())
+    other = JobStore(store.engine.url.render_as_string(hide_password=False))
+    assert store.claim("w1") is not None
+    assert other.claim("w2") is None
+    other.close()
+
+
+def test_heartbeat_extends_the_lease_and_records_progress(store, clock):
+    job = store.add(new_job())
+    claim = store.claim("w1")
+    clock.now += 5
+    assert store.heartbeat(job.id, claim.lease_token, progress=40)
+    fresh = store.get(job.id)
+    assert fresh.progress == 40 and fresh.lease_expires_at == clock.now + store.lease_seconds
+
+
+def test_an_expired_lease_is_retried_and_the_stale_worker_is_fenced_off(store, clock):
+    job = store.add(new_job())
+    stale = store.claim("w1")
+    clock.now += store.lease_seconds + 1
+    assert store.recover_expired_leases() == (1, 0)
+    assert store.get(job.id).status == JobStatus.QUEUED
+    retry = store.claim("w2")
+    assert (retry.lease_token, retry.attempts) == (2, 2)
+    # the first worker wakes up: every write it tries matches nothing
+    assert not store.heartbeat(job.id, stale.lease_token, progress=99)
+    assert not store.complete(job.id, stale.lease_token, {})
+    assert not store.fail(job.id, stale.lease_token, "x", "y", {})
+    assert not store.release(job.id, stale.lease_token)
+    assert store.complete(job.id, retry.lease_token, {"denoise": 1.0})
+    done = store.get(job.id)
+    assert (done.status, done.output_token, done.progress) == (JobStatus.COMPLETED, 2, 100)
+
+
+def test_a_job_out_of_attempts_fails_with_the_reason(store, clock):
+    job = store.add(new_job())
+    for _ in range(store.max_attempts):
+        assert store.claim("w") is not None
+        clock.now += store.lease_seconds + 1
+        store.recover_expired_leases()
+    failed = store.get(job.id)
+    assert failed.status == JobStatus.FAILED and failed.error_code == "lease_expired"
+    assert "stopped responding 2 time(s)" in failed.error_message
+    assert failed.expires_at == failed.completed_at + store.retention_seconds
+
+
+def test_a_live_lease_is_not_recovered(store, clock):
+    store.add(new_job())
+    store.claim("w1")
+    clock.now += store.lease_seconds - 1
+    assert store.recover_expired_leases() == (0, 0)
+
+
+def test_release_requeues_without_spending_an_attempt(store):
+    job = store.add(new_job())
+    claim = store.claim("w1")
+    assert store.release(job.id, claim.lease_token)
+    again = store.get(job.id)
+    assert (again.status, again.attempts, again.lease_owner) == (JobStatus.QUEUED, 0, None)
+
+
+def test_cancel_stops_queued_and_running_jobs_but_not_finished_ones(store):
+    queued = store.add(new_job())
+    running = store.add(new_job())
+    done = store.add(new_job())
+    assert store.cancel(queued.id).status == JobStatus.CANCELLED
+    claim = store.claim("w")
+    assert claim.id == running.id
+    assert store.cancel(running.id).status == JobStatus.CANCELLED
+    assert not store.heartbeat(running.id, claim.lease_token)  # the worker learns at its next step
+    assert store.cancel(running.id).status == JobStatus.CANCELLED  # idempotent
+    finished = store.claim("w")
+    store.complete(done.id, finished.lease_token, {})
+    with pytest.raises(JobConflict, match="already completed"):
+        store.cancel(done.id)
+    assert store.cancel("video_missing") is None
+
+
+def test_delete_removes_the_record_and_fences_its_worker(store):
+    job = store.add(new_job())
+    claim = store.claim("w")
+    assert store.delete(job.id).id == job.id
+    assert store.get(job.id) is None and store.delete(job.id) is None
+    assert not store.heartbeat(job.id, claim.lease_token)
+
+
+def test_retention_lists_finished_jobs_whose_time_is_up(store, clock):
+    job = store.add(new_job())
+    store.complete(job.id, store.claim("w").lease_token, {})
+    store.add(new_job())  # queued jobs never expire
+    assert store.expired() == []
+    clock.now += store.retention_seconds + 1
+    assert [j.id for j in store.expired()] == [job.id]
+    store.mark_files_deleted(job.id)
+    assert store.expired() == [] and store.get(job.id).files_deleted
+
+
+def test_in_memory_sqlite_is_refused_with_a_reason():
+    with pytest.raises(ValueError, match="in-memory"):
+        JobStore("sqlite://")
