@@ -54,7 +54,7 @@ def _run_train(args) -> int:
     return 0
 
 
-def _add_sampling_args(p) -> None:
+def add_sampling_args(p) -> None:
     """Options shared by every command that samples from a model."""
     from reelgen.pipelines.request import DEFAULT_SAMPLER, GUIDANCE_WARN_ABOVE, MAX_STEPS, SAMPLER_NAMES
 
@@ -77,7 +77,7 @@ def _add_generate(sub) -> None:
                                    ".gif, or a folder of PNG frames (a path without an extension).")
     p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving to the left on a black background'")
     p.add_argument("-o", "--output", default="out.mp4", help="output file or folder (default: out.mp4)")
-    _add_sampling_args(p)
+    add_sampling_args(p)
     p.add_argument("--negative-prompt", default="", help="what the video should not show (replaces the empty prompt "
                                                          "in guidance)")
     p.add_argument("--frames", type=int, default=None, help="number of frames, 2 up to the model's native length "
@@ -164,7 +164,7 @@ def _add_eval(sub) -> None:
     p.add_argument("-o", "--out-dir", default="eval", help="folder for eval.json and eval.md (default: eval)")
     p.add_argument("-n", "--n-per-split", type=int, default=32,
                    help="clips per split (held-out phrasings; held-out combinations) (default: 32)")
-    _add_sampling_args(p)  # the prompts are fixed; --seed varies only the sampling noise
+    add_sampling_args(p)  # the prompts are fixed; --seed varies only the sampling noise
     p.set_defaults(func=_run_eval)
 
 

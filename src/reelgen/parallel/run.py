@@ -49,14 +49,14 @@ def generate_on_ranks(pipeline: LongVideoPipeline, request: GenerationRequest, *
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from reelgen.cli import _add_sampling_args  # the same sampling options as `reelgen generate`
+    from reelgen.cli import add_sampling_args  # the same sampling options as `reelgen generate`
 
     p = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m reelgen.parallel.run",
                                 description="Generate one video over the N processes of a torchrun job.")
     p.add_argument("prompt", help="what the video shows")
     p.add_argument("-o", "--output", default="out.mp4", help="output file or folder, written by rank 0 "
                                                              "(default: out.mp4)")
-    _add_sampling_args(p)
+    add_sampling_args(p)
     p.add_argument("--negative-prompt", default="", help="replaces the empty prompt in guidance")
     p.add_argument("--frames", type=int, default=None,
                    help="frames to generate; beyond the model's native length, overlapping windows are blended "
