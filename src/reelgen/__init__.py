@@ -8,6 +8,10 @@
 __version__ = "0.1.0"
 __all__ = ["generate", "save"]
 
+from reelgen.quiet import silence_known_import_noise
+
+silence_known_import_noise()
+
 
 def __getattr__(name: str):
     # Imported on first use, so `import reelgen.service` never pulls in torch.
