@@ -51,6 +51,10 @@ class Job(Base):
     error_code: Mapped[str | None] = mapped_column(String(64))
     error_message: Mapped[str | None] = mapped_column(Text)
     timings: Mapped[dict[str, float]] = mapped_column(JSON, default=dict)  # seconds per stage
+    # cost accounting (service/usage.py): what the finishing attempt used, with the prices it was charged at;
+    # bytes served is its own column so concurrent downloads add to it atomically
+    usage: Mapped[dict | None] = mapped_column(JSON)
+    bytes_served: Mapped[int] = mapped_column(BigInteger, default=0)
 
     __table_args__ = (
         Index("ix_jobs_status_created", "status", "created_at"),  # claim: oldest queued first
