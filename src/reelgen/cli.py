@@ -140,19 +140,19 @@ def _add_serve(sub) -> None:
 
 
 def _run_serve(args) -> int:
-    import logging
-
     import uvicorn
 
+    from reelgen.service import logs
     from reelgen.service.app import create_app
     from reelgen.service.settings import ServiceSettings
 
     settings = ServiceSettings(**{name: getattr(args, name) for name in ServiceSettings.model_fields
                                   if getattr(args, name, None) is not None})
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(args.log_level, settings.log_format)
     # Open event streams get a few seconds on SIGTERM; then the app's shutdown finishes or re-queues running jobs.
+    # log_config=None: uvicorn's own loggers go through the handler above, in the same format.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, log_config=None)
     return 0
 
 

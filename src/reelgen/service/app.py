@@ -10,12 +10,15 @@ from starlette.concurrency import run_in_threadpool
 
 from reelgen.backends.base import Generator
 from reelgen.service.api import Services, build_api
+from reelgen.service.api.monitoring import install_monitoring
 from reelgen.service.delivery import LinkSigner
 from reelgen.service.executors import JobRunner, LocalExecutor
 from reelgen.service.housekeeping import Housekeeper
 from reelgen.service.jobs import JobStore
+from reelgen.service.metrics import ServiceMetrics
 from reelgen.service.settings import ServiceSettings
 from reelgen.service.storage import ObjectStore
+from reelgen.service.usage import Prices
 
 
 def create_app(settings: ServiceSettings | None = None, generators: Sequence[Generator] | None = None) -> FastAPI:
@@ -26,7 +29,9 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
     store = JobStore(settings.database_url, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
                      retention_seconds=settings.retention_seconds)
     storage = ObjectStore(settings.storage_url)
-    runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds)
+    metrics = ServiceMetrics(store, workers=settings.workers)
+    runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds,
+                       prices=Prices.from_settings(settings), metrics=metrics)
     executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds)
     housekeeper = Housekeeper(store, storage, executor, settings.housekeeping_seconds)
     services = Services(settings=settings, store=store, storage=storage, executor=executor,
@@ -47,7 +52,9 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
             housekeeper.stop()
             store.close()
 
-    return build_api(services, lifespan)
+    app = build_api(services, lifespan)
+    install_monitoring(app, metrics, runner.model_states)
+    return app
 
 
 def _generators(settings: ServiceSettings) -> list[Generator]:

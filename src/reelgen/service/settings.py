@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BeforeValidator, Field, NonNegativeFloat, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _json_object(value: object) -> object:
+    # a --flag gives the dict as a JSON string; the environment is decoded by pydantic-settings already
+    return json.loads(value) if isinstance(value, str) else value
 
 
 class ServiceSettings(BaseSettings):
@@ -38,6 +45,16 @@ class ServiceSettings(BaseSettings):
                                       description="HMAC key of signed download links")
     max_link_seconds: int = Field(7 * 24 * 3600, ge=1, description="longest lifetime of a signed download link")
     max_upload_bytes: int = Field(10 * 2**20, ge=1, description="largest accepted request body")
+
+    # Cost estimates (GET /v1/usage): defaults are rough public-cloud list prices in USD, set your own.
+    device_prices_per_hour: Annotated[dict[str, NonNegativeFloat], BeforeValidator(_json_object)] = Field(
+        {"cpu": 0.05, "cuda": 2.00},
+        description="$ per hour of generation by device kind, as JSON; a kind not named costs 0")
+    storage_price_per_gb_month: float = Field(0.023, ge=0, description="$ per GB-month of stored video files")
+    egress_price_per_gb: float = Field(0.09, ge=0, description="$ per GB of downloaded video files")
+
+    log_format: Literal["json", "text"] | None = Field(None, description="json (one object per line) or text; "
+                                                                          "default: json unless stderr is a TTY")
 
     @model_validator(mode="after")
     def _default_locations(self) -> ServiceSettings:

@@ -33,13 +33,16 @@ from reelgen.service.api.schemas import (
     ModelList,
     ModelPublic,
     RemixCreate,
+    UsagePublic,
     Variant,
     VideoDeleted,
     VideoList,
     VideoPublic,
 )
+from reelgen.service import usage
 from reelgen.service.delivery import SignatureError, file_response
 from reelgen.service.jobs import TERMINAL, Job, JobConflict, JobStatus
+from reelgen.service.logs import job_id_var
 from reelgen.service.storage import job_prefix, output_key
 
 # the openai SDK's poll() waits this long between GETs of a running job
@@ -47,9 +50,17 @@ _POLL_AFTER_MS = "500"
 _EVENTS_POLL_SECONDS = 0.2
 _CACHE_SECONDS = 3600
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_key)], responses=errors(401))
+
+
+async def _log_context(request: Request) -> None:
+    # async, so it runs in the request's own context and the id reaches the (threadpool) route and its logs
+    if "video_id" in request.path_params:
+        job_id_var.set(request.path_params["video_id"])
+
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_key), Depends(_log_context)], responses=errors(401))
 # GET .../content authorizes by key or by a signed link, so it sits outside the keyed router
-content_router = APIRouter(prefix="/v1")
+content_router = APIRouter(prefix="/v1", dependencies=[Depends(_log_context)])
 
 
 @router.post("/videos", response_model=VideoPublic, openapi_extra=CREATE_BODY, responses=errors(400, 413, 415),
@@ -195,7 +206,15 @@ def download_video_content(
         cache_control=f"{scope}, max-age={max(max_age, 0)}",
     )
     response.headers["Content-Disposition"] = f'inline; filename="{video.id}.{variant}.{key.rsplit(".", 1)[-1]}"'
+    if response.status_code in (200, 206):  # counted when the response starts: egress of what was asked for
+        usage.add_bytes_served(services.store, video.id, int(response.headers["content-length"]))
     return response
+
+
+@router.get("/usage", response_model=UsagePublic, summary="Usage and estimated cost of the caller's videos",
+            tags=["usage"])
+def get_usage(credentials: CredentialsDep, store: StoreDep) -> UsagePublic:
+    return UsagePublic(**usage.totals(store, credentials.credentials if credentials else None))
 
 
 @router.get("/models", response_model=ModelList, summary="List the served models", tags=["models"])

@@ -8,6 +8,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from reelgen.backends.base import ModelSpec
 from reelgen.pipelines.request import MAX_STEPS, SAMPLER_NAMES
+from reelgen.service.usage import video_usage
 from reelgen.service.jobs import Job
 
 Variant = Literal["video", "thumbnail", "spritesheet"]
@@ -60,6 +61,31 @@ class VideoError(BaseModel):
     message: str
 
 
+class UsageCost(BaseModel):
+    """Estimated cost in the currency of the configured prices (USD by default)."""
+
+    compute: float = Field(description="device seconds at the device kind's price per hour")
+    storage: float = Field(description="bytes stored, for the retention period, at the price per GB-month")
+    egress: float = Field(description="bytes downloaded at the price per GB")
+    total: float
+
+
+class VideoUsage(BaseModel):
+    compute_seconds: dict[str, float] = Field(description="seconds of generation (model load included) by device "
+                                                          "kind: cpu, cuda, ...")
+    bytes_stored: int = Field(description="bytes of the video, thumbnail and spritesheet")
+    bytes_served: int = Field(description="bytes downloaded from GET .../content")
+    estimated_cost: UsageCost
+
+
+class UsagePublic(VideoUsage):
+    """GET /v1/usage: usage summed over the videos in the caller's scope."""
+
+    object: Literal["usage"] = "usage"
+    scope: str = Field(description="whose videos are summed: 'global' while the service has no per-tenant keys")
+    videos: int = Field(description="videos in the store in this scope, in any state")
+
+
 class VideoPublic(BaseModel):
     """OpenAI's Video object plus reelgen's extension fields."""
 
@@ -88,6 +114,8 @@ class VideoPublic(BaseModel):
     attempts: int = Field(description="times a worker took this job (more than 1 after a crash)")
     timings: dict[str, float] = Field(description="seconds per stage: queue_wait, model_load, encode_text, "
                                                   "denoise, decode, render, store")
+    usage: VideoUsage | None = Field(None, description="compute, storage and downloads of the attempt that "
+                                                       "finished the video, and their estimated cost")
 
     @classmethod
     def from_job(cls, job: Job) -> VideoPublic:
@@ -98,7 +126,7 @@ class VideoPublic(BaseModel):
             error=VideoError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
             seed=job.seed, negative_prompt=job.negative_prompt, guidance_scale=job.guidance_scale,
             num_inference_steps=job.steps, sampler=job.sampler, fps=job.fps, format=job.format, frames=job.frames,
-            attempts=job.attempts, timings=job.timings or {},
+            attempts=job.attempts, timings=job.timings or {}, usage=video_usage(job),
         )
 
 
@@ -161,6 +189,17 @@ class ModelPublic(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelPublic]
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+    seconds: float
+
+
+class Readiness(BaseModel):
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, Check] = Field(description="database, storage and models")
 
 
 class ErrorDetail(BaseModel):

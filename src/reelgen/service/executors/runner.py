@@ -12,7 +12,12 @@ from collections.abc import Mapping
 
 from reelgen.backends.base import GenerationCancelled, GenerationRequest, Generator
 from reelgen.rendering import encode_video, spritesheet, thumbnail
+from reelgen.service import usage
+from reelgen.service.health import LOAD_FAILED, LOADED, NOT_LOADED
 from reelgen.service.jobs import Job, JobStore
+from reelgen.service.logs import job_context
+from reelgen.service.metrics import ServiceMetrics
+from reelgen.service.settings import ServiceSettings
 from reelgen.service.storage import ObjectStore, attempt_prefix, attempts_prefix, input_key, output_key
 
 log = logging.getLogger(__name__)
@@ -24,39 +29,72 @@ _RENDERED = 95
 
 class JobRunner:
     def __init__(self, store: JobStore, storage: ObjectStore, generators: Mapping[str, Generator],
-                 heartbeat_seconds: float):
+                 heartbeat_seconds: float, *, prices: usage.Prices | None = None,
+                 metrics: ServiceMetrics | None = None):
         self.store = store
         self.storage = storage
         self.generators = generators
         self.heartbeat_seconds = heartbeat_seconds
+        # by default the prices of REELGEN_* settings: what a worker process outside `reelgen serve` is given
+        self.prices = prices or usage.Prices.from_settings(ServiceSettings())
+        self.metrics = metrics or ServiceMetrics()
+        # what /readyz reports per model: loaded here, not loaded yet, or its last load failed
+        self.model_states = {model: NOT_LOADED for model in generators}
         # A generator runs one batch at a time; workers sharing it overlap rendering and storing instead.
         self._locks = {model: threading.Lock() for model in generators}
 
     def run(self, job: Job, abort: threading.Event) -> None:
         """Run a job this process holds the lease on. `abort` set (shutdown) -> stop within a step and re-queue."""
+        with job_context(job.id), self.metrics.utilization.busy():
+            self._run(job, abort)
+
+    def _run(self, job: Job, abort: threading.Event) -> None:
         token = job.lease_token
         cancel = threading.Event()  # stops the denoising loop: lease lost, job cancelled or deleted, or abort
         timings = {"queue_wait": job.started_at - job.created_at}
+        spent = {"compute_seconds": 0.0, "bytes_stored": 0}  # what this attempt used, for its usage record
         try:
             with _Heartbeat(self.store, job.id, token, self.heartbeat_seconds, cancel, abort):
-                self._generate_and_store(job, token, cancel, abort, timings)
+                self._generate_and_store(job, token, cancel, abort, timings, spent)
+            self._record_usage(job, token, spent)  # first: a completed video always shows its usage
             if self.store.complete(job.id, token, timings):
                 self._remove_other_attempts(job.id, token)
+                self.metrics.job_finished("completed", timings)
                 log.info("completed %s in %.2fs", job.id, sum(timings.values()))
             else:
                 self.storage.delete(attempt_prefix(job.id, token))
         except GenerationCancelled:
             self.storage.delete(attempt_prefix(job.id, token))
+            spent["bytes_stored"] = 0
             # Only a shutdown gives the job back; a cancel, delete or lost lease already took it away.
             if abort.is_set() and self.store.release(job.id, token):
                 log.info("re-queued %s on shutdown", job.id)
+            elif self._record_usage(job, token, spent):  # the token still matches: cancelled, not re-claimed
+                self.metrics.job_finished("cancelled", timings)
         except Exception as e:
             log.exception("video %s failed", job.id)
             self.storage.delete(attempt_prefix(job.id, token))
-            self.store.fail(job.id, token, "generation_failed", f"{type(e).__name__}: {e}", timings)
+            spent["bytes_stored"] = 0
+            self._record_usage(job, token, spent)
+            if self.store.fail(job.id, token, "generation_failed", f"{type(e).__name__}: {e}", timings):
+                self.metrics.job_finished("failed", timings)
+
+    def _record_usage(self, job: Job, token: int, spent: dict) -> bool:
+        record = usage.job_usage(_device(self.generators.get(job.model)), spent["compute_seconds"],
+                                 spent["bytes_stored"], self.store.retention_seconds / 3600, self.prices)
+        return usage.record(self.store, job.id, token, record)
+
+    def _load(self, model: str, generator: Generator) -> float:
+        try:
+            seconds = generator.load()
+        except Exception:
+            self.model_states[model] = LOAD_FAILED
+            raise
+        self.model_states[model] = LOADED
+        return seconds
 
     def _generate_and_store(self, job: Job, token: int, cancel: threading.Event, abort: threading.Event,
-                            timings: dict[str, float]) -> None:
+                            timings: dict[str, float], spent: dict) -> None:
         generator = self.generators.get(job.model)
         if generator is None:
             raise LookupError(f"model {job.model!r} is not served by this worker")
@@ -70,9 +108,14 @@ class JobRunner:
                                     frames=job.frames, steps=job.steps, guidance_scale=job.guidance_scale,
                                     sampler=job.sampler, size=(width, height),
                                     image=self.storage.get(input_key(job.id)) if job.has_image else None)
-        timings["model_load"] = generator.load()
+        timings["model_load"] = self._load(job.model, generator)
+        spent["compute_seconds"] += timings["model_load"]
         with self._locks[job.model]:
-            result = generator.generate([request], on_step=on_step, cancel=cancel)
+            clock = time.perf_counter()  # after the lock: waiting for another job is not this job's compute
+            try:
+                result = generator.generate([request], on_step=on_step, cancel=cancel)
+            finally:
+                spent["compute_seconds"] += time.perf_counter() - clock
         timings.update(result.timings)
 
         clock = time.perf_counter()
@@ -89,6 +132,7 @@ class JobRunner:
         clock = time.perf_counter()
         for variant, data in files.items():
             self.storage.put(output_key(job.id, token, variant, job.format), data)
+            spent["bytes_stored"] += len(data)
         timings["store"] = time.perf_counter() - clock
 
     def _remove_other_attempts(self, job_id: str, token: int) -> None:
@@ -119,10 +163,11 @@ class _Heartbeat:
         self._thread.join()
 
     def _beat(self) -> None:
-        while not self._done.wait(self.interval):
-            if self.abort.is_set() or not _beat(self.store, self.job_id, self.token):
-                self.cancel.set()
-                return
+        with job_context(self.job_id):  # a new thread starts without the worker's context
+            while not self._done.wait(self.interval):
+                if self.abort.is_set() or not _beat(self.store, self.job_id, self.token):
+                    self.cancel.set()
+                    return
 
 
 def _beat(store: JobStore, job_id: str, token: int, progress: int | None = None) -> bool:
@@ -132,3 +177,8 @@ def _beat(store: JobStore, job_id: str, token: int, progress: int | None = None)
     except Exception:  # a database hiccup: the next beat may pass, and fencing covers the worst case
         log.warning("heartbeat for %s failed", job_id, exc_info=True)
         return True
+
+
+def _device(generator: Generator | None) -> str:
+    # diffusers backends name their device in their config; the built-in model runs on the CPU
+    return getattr(getattr(generator, "config", None), "device", "cpu")

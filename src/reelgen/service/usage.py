@@ -1,0 +1,114 @@
+"""Cost accounting: what each job used (device seconds, bytes stored, bytes served) and its estimated cost.
+
+A finishing attempt records its usage on the job together with the prices in force, so a later price
+change does not rewrite past jobs; egress is priced when read, from the job's recorded egress price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import ColumnElement, func, select, true, update
+from sqlalchemy.orm import Session
+
+from reelgen.service.jobs import Job, JobStore
+
+GB = 1e9  # cloud price sheets count decimal gigabytes
+HOURS_PER_MONTH = 730  # the average month that GB-month prices are billed over
+COMPONENTS = ("compute", "storage", "egress")
+
+
+@dataclass(frozen=True)
+class Prices:
+    device_per_hour: Mapping[str, float] = field(default_factory=dict)  # by device kind; a kind not named costs 0
+    storage_per_gb_month: float = 0.0
+    egress_per_gb: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings) -> Prices:
+        return cls(dict(settings.device_prices_per_hour), settings.storage_price_per_gb_month,
+                   settings.egress_price_per_gb)
+
+
+def device_kind(device: str) -> str:
+    """'cuda:1' -> 'cuda': prices are per kind of device, not per card."""
+    return device.split(":", 1)[0]
+
+
+def job_usage(device: str, compute_seconds: float, bytes_stored: int, retention_hours: float,
+              prices: Prices) -> dict[str, Any]:
+    """The record one attempt leaves on its job: quantities, and the cost of compute and storage at `prices`.
+
+    Storage is charged for the whole retention period up front: the files live exactly that long.
+    """
+    kind = device_kind(device)
+    return {
+        "device": kind,
+        "compute_seconds": compute_seconds,
+        "bytes_stored": bytes_stored,
+        "retention_hours": retention_hours,
+        "egress_price_per_gb": prices.egress_per_gb,
+        "cost": {
+            "compute": compute_seconds / 3600 * prices.device_per_hour.get(kind, 0.0),
+            "storage": bytes_stored / GB * prices.storage_per_gb_month * retention_hours / HOURS_PER_MONTH,
+        },
+    }
+
+
+def record(store: JobStore, job_id: str, token: int, usage: dict[str, Any]) -> bool:
+    """Store an attempt's usage; fenced by the lease token alone, so a cancelled job's compute is still counted,
+    while an attempt that lost its job to a newer one records nothing."""
+    with Session(store.engine) as session, session.begin():
+        return session.execute(
+            update(Job).where(Job.id == job_id, Job.lease_token == token).values(usage=usage),
+        ).rowcount == 1
+
+
+def add_bytes_served(store: JobStore, job_id: str, n: int) -> None:
+    """Count a download; one UPDATE adds in the database, so concurrent downloads never lose a count."""
+    with Session(store.engine) as session, session.begin():
+        session.execute(update(Job).where(Job.id == job_id).values(bytes_served=Job.bytes_served + n))
+
+
+def video_usage(job: Job) -> dict[str, Any] | None:
+    """The `usage` extension of a video object; None until an attempt finished."""
+    usage = job.usage
+    if not usage:
+        return None
+    served = job.bytes_served or 0
+    cost = {"compute": usage["cost"]["compute"], "storage": usage["cost"]["storage"],
+            "egress": served / GB * usage["egress_price_per_gb"]}
+    return {"compute_seconds": {usage["device"]: usage["compute_seconds"]}, "bytes_stored": usage["bytes_stored"],
+            "bytes_served": served, "estimated_cost": {**cost, "total": sum(cost.values())}}
+
+
+def scope(api_key: str | None) -> tuple[str, ColumnElement[bool]]:
+    """The usage group a caller sees -> (its name, the jobs in it); None is everything (metrics).
+
+    The one place usage is grouped. Jobs record no owner yet (settings.api_keys is a plain list of equal
+    keys), so every key sees the global totals; per-tenant keys change only this function.
+    """
+    return "global", true()
+
+
+def totals(store: JobStore, api_key: str | None) -> dict[str, Any]:
+    """Usage summed over the jobs in the caller's scope, with the same shape as a video's usage."""
+    name, where = scope(api_key)
+    usage = Job.usage
+    with Session(store.engine) as session:
+        count, stored, served, compute, storage, egress = session.execute(
+            select(func.count(Job.id), func.sum(usage["bytes_stored"].as_integer()), func.sum(Job.bytes_served),
+                   func.sum(usage[("cost", "compute")].as_float()), func.sum(usage[("cost", "storage")].as_float()),
+                   func.sum(Job.bytes_served * usage["egress_price_per_gb"].as_float())).where(where),
+        ).one()
+        device = usage["device"].as_string()
+        seconds = session.execute(
+            select(device, func.sum(usage["compute_seconds"].as_float())).where(where, device.is_not(None))
+            .group_by(device),
+        ).all()
+    cost = {"compute": compute or 0.0, "storage": storage or 0.0, "egress": egress or 0.0}
+    return {"scope": name, "videos": count, "compute_seconds": {kind: total for kind, total in seconds},
+            "bytes_stored": stored or 0, "bytes_served": served or 0,
+            "estimated_cost": {**cost, "total": sum(cost.values())}}
