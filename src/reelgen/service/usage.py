@@ -101,7 +101,7 @@ def totals(store: JobStore, api_key: str | None) -> dict[str, Any]:
         count, stored, served, compute, storage, egress = session.execute(
             select(func.count(Job.id), func.sum(usage["bytes_stored"].as_integer()), func.sum(Job.bytes_served),
                    func.sum(usage[("cost", "compute")].as_float()), func.sum(usage[("cost", "storage")].as_float()),
-                   func.sum(Job.bytes_served * usage["egress_price_per_gb"].as_float())).where(where),
+                   func.sum(Job.bytes_served * usage["egress_price_per_gb"].as_float()) / GB).where(where),
         ).one()
         device = usage["device"].as_string()
         seconds = session.execute(

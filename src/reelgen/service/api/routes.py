@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterable
 from typing import Annotated, Literal
@@ -45,6 +46,8 @@ from reelgen.service.jobs import TERMINAL, Job, JobConflict, JobStatus
 from reelgen.service.logs import job_id_var
 from reelgen.service.storage import job_prefix, output_key
 
+log = logging.getLogger(__name__)
+
 # the openai SDK's poll() waits this long between GETs of a running job
 _POLL_AFTER_MS = "500"
 _EVENTS_POLL_SECONDS = 0.2
@@ -66,7 +69,10 @@ content_router = APIRouter(prefix="/v1", dependencies=[Depends(_log_context)])
 @router.post("/videos", response_model=VideoPublic, openapi_extra=CREATE_BODY, responses=errors(400, 413, 415),
              summary="Create a video", tags=["videos"])
 def create_video(body: VideoCreateDep, services: ServicesDep) -> VideoPublic:
-    return VideoPublic.from_job(create(services, body))
+    job = create(services, body)
+    job_id_var.set(job.id)
+    log.info("queued %s: model %s, %s, %d frames, %d steps", job.id, job.model, job.size, job.frames, job.steps)
+    return VideoPublic.from_job(job)
 
 
 @router.get("/videos", response_model=VideoList, responses=errors(400, 404), summary="List videos", tags=["videos"])
@@ -98,6 +104,7 @@ def delete_video(video_id: VideoId, store: StoreDep, storage: StorageDep) -> Vid
     if store.delete(video_id) is None:
         raise APIError.not_found(video_id)
     storage.delete(job_prefix(video_id))
+    log.info("deleted %s and its files", video_id)
     return VideoDeleted(id=video_id)
 
 
@@ -119,6 +126,7 @@ def cancel_video(video_id: VideoId, store: StoreDep) -> VideoPublic:
         raise APIError(409, str(e), code="video_finished") from e
     if job is None:
         raise APIError.not_found(video_id)
+    log.info("cancelled %s", video_id)
     return VideoPublic.from_job(job)
 
 
