@@ -24,6 +24,7 @@ def captured():
     yield stream
     root.handlers[:], level = saved
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def _lines(stream: io.StringIO) -> list[dict]:

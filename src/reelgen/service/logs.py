@@ -66,6 +66,7 @@ def configure(level: str, fmt: str | None, stream: TextIO | None = None) -> None
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # Python warnings too, so every line of the stream parses
 
 
 def _job_id(record: logging.LogRecord) -> str | None:
