@@ -181,6 +181,69 @@ def _run_eval(args) -> int:
     return 0
 
 
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="how many replicas of which size a steady load needs",
+                       description="Capacity plan from measured per-stage timings: the fewest replicas (M/M/c "
+                                   "queue, with a utilization cap) that keep the chosen latency percentile "
+                                   "within the target, per replica size. See docs/scaling.md.")
+    p.add_argument("--rate", required=True, help="arrival rate, e.g. 200/min, 3/s, 1000/hour")
+    p.add_argument("--target-latency", required=True, help="submission to finished video, e.g. 60s, 2min")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--timings", metavar="FILE",
+                     help="JSON with one job's {stage: seconds}, a video object, or the list object of "
+                          "GET /v1/videos (the mean of its completed videos)")
+    src.add_argument("--database-url", help="a job store's SQLAlchemy URL: the mean timings of its most recent "
+                                            "completed jobs (e.g. sqlite:///reelgen-data/jobs.db)")
+    src.add_argument("--seconds-per-job", type=float,
+                     help="one number instead of stage timings (all of it taken as denoising)")
+    p.add_argument("--devices", default="1", help="replica sizes to compare, devices per replica, e.g. 1,2,4,8 "
+                                                 "(default: 1)")
+    p.add_argument("--alpha", type=float, default=0.0,
+                   help="communication coefficient of S(N) = N / (1 + alpha (N - 1)) for the denoising stage, "
+                        "from benchmarks/bench_parallel.py (default: 0.0)")
+    p.add_argument("--percentile", type=float, default=0.95,
+                   help="latency percentile that must meet the target (default: 0.95)")
+    p.add_argument("--max-utilization", type=float, default=0.85,
+                   help="headroom cap on how busy replicas may run (default: 0.85)")
+    p.set_defaults(func=_run_plan)
+
+
+def _run_plan(args) -> int:
+    from reelgen.scaling.plan import parse_duration, parse_rate, plan_capacity, replica_sizes
+    from reelgen.scaling.timings import timings_from_file, timings_from_store
+
+    rate, target = parse_rate(args.rate), parse_duration(args.target_latency)
+    try:
+        devices = tuple(int(d) for d in args.devices.split(","))
+    except ValueError:
+        raise ValueError(f"--devices takes device counts like 1,2,4,8, got {args.devices!r}") from None
+    if any(d < 1 for d in devices) or not 0 <= args.alpha <= 1:
+        raise ValueError("--devices must be positive and --alpha between 0 and 1")
+    if args.timings:
+        stages = timings_from_file(args.timings)
+    elif args.database_url:
+        stages = timings_from_store(args.database_url)
+    else:
+        if args.seconds_per_job <= 0:
+            raise ValueError("--seconds-per-job must be positive")
+        stages = {"denoise": args.seconds_per_job}
+    if "denoise" not in stages:
+        raise ValueError(f"the timings have no 'denoise' stage to parallelize: {sorted(stages)}")
+    plans = plan_capacity(rate, replica_sizes(stages, devices, args.alpha), target, args.percentile,
+                          args.max_utilization)
+    per_job = ", ".join(f"{stage} {s:.3f}" for stage, s in stages.items())
+    print(f"load: {rate * 60:g} jobs/min, p{args.percentile * 100:g} latency <= {target:g} s; "
+          f"one job on one device: {sum(stages.values()):.3f} s ({per_job})")
+    print(f"{'replica':<12} {'s/job':>8} {'replicas':>9} {'devices':>8} {'busy':>6} {'latency':>9}  bound")
+    for plan in plans:
+        print(f"{plan.size.name:<12} {plan.size.seconds_per_job:>8.3f} {plan.replicas:>9} {plan.devices:>8} "
+              f"{plan.utilization:>6.0%} {plan.latency_s:>8.2f}s  {plan.bound}")
+    skipped = [d for d in devices if d not in {plan.size.devices for plan in plans}]
+    if skipped:
+        print(f"(replicas of {', '.join(map(str, skipped))} device(s) cannot meet the target: one job takes longer)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reelgen", description="Self-hostable AI video generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -188,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_train(sub)
     _add_serve(sub)
+    _add_plan(sub)
     return parser
 
 
