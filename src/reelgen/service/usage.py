@@ -103,9 +103,10 @@ def totals(store: JobStore, api_key: str | None) -> dict[str, Any]:
                    func.sum(usage[("cost", "compute")].as_float()), func.sum(usage[("cost", "storage")].as_float()),
                    func.sum(Job.bytes_served * usage["egress_price_per_gb"].as_float()) / GB).where(where),
         ).one()
-        device = usage["device"].as_string()
+        # labelled: PostgreSQL groups by the same bound expression the select names
+        device = usage["device"].as_string().label("device")
         seconds = session.execute(
-            select(device, func.sum(usage["compute_seconds"].as_float())).where(where, device.is_not(None))
+            select(device, func.sum(usage["compute_seconds"].as_float())).where(where, usage["device"].as_string().is_not(None))
             .group_by(device),
         ).all()
     cost = {"compute": compute or 0.0, "storage": storage or 0.0, "egress": egress or 0.0}
