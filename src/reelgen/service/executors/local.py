@@ -11,6 +11,7 @@ import uuid
 
 from reelgen.service.executors.runner import JobRunner
 from reelgen.service.jobs import JobStore
+from reelgen.service.logs import job_context
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +62,9 @@ class LocalExecutor:
             if job is None:
                 self._wakeups.acquire(timeout=self.poll_seconds)
                 continue
-            log.info("%s runs %s (attempt %d)", worker, job.id, job.attempts)
-            try:
-                self.runner.run(job, self._abort)
-            except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
-                log.exception("running %s failed", job.id)
+            with job_context(job.id):
+                log.info("%s runs %s (attempt %d)", worker, job.id, job.attempts)
+                try:
+                    self.runner.run(job, self._abort)
+                except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
+                    log.exception("running %s failed", job.id)
