@@ -15,7 +15,7 @@ from tests.backends.conftest import FAMILIES, png_bytes
 
 def _request(spec, **kw) -> GenerationRequest:
     fields = {"prompt": "a red circle moving left", "frames": spec.frame_counts()[-1], "steps": 2,
-              "image": png_bytes() if spec.requires_image else None} | kw
+              "sampler": spec.default_sampler, "image": png_bytes() if spec.requires_image else None} | kw
     return GenerationRequest(**fields)
 
 

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from reelgen.pipelines.request import GenerationCancelled, GenerationRequest
+from reelgen.pipelines.request import DEFAULT_SAMPLER, SAMPLER_NAMES, GenerationCancelled, GenerationRequest
 
 __all__ = ["GenerationCancelled", "GenerationRequest", "GenerationResult", "Generator", "ModelSpec"]
 
@@ -37,6 +37,8 @@ class ModelSpec:
     # Valid frame counts are frames_step * k + frames_offset (Wan: 4k+1), from 2 up to max_frames.
     frames_step: int = 1
     frames_offset: int = 0
+    samplers: tuple[str, ...] = SAMPLER_NAMES  # the request `sampler` values this model runs
+    default_sampler: str = DEFAULT_SAMPLER  # when a request names none
 
     @property
     def seconds(self) -> tuple[str, ...]:
@@ -56,6 +58,12 @@ class ModelSpec:
         first = max(2, self.frames_offset)
         first += -(first - self.frames_offset) % self.frames_step
         return list(range(first, self.max_frames + 1, self.frames_step))
+
+    def check_sampler(self, sampler: str) -> None:
+        """Raise ValueError naming the samplers this model runs when it cannot run `sampler`."""
+        if sampler not in self.samplers:
+            raise ValueError(f"model {self.id} runs the sampler(s) {', '.join(self.samplers)}, got {sampler!r} "
+                             "(its denoiser was trained for those schedules only)")
 
     def check_frames(self, frames: int) -> None:
         """Raise ValueError naming the allowed counts when the model cannot generate `frames` frames."""

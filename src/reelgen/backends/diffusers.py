@@ -3,8 +3,9 @@
 One `DiffusersGenerator` serves one pipeline folder (diffusers format) with the memory options of its
 registry entry. Progress comes from `callback_on_step_end`; cancelling raises inside that callback, so
 the pipeline stops within one step and skips the VAE decode it would still run after an `interrupt`.
-The request's `sampler` is not used: each model runs the scheduler its folder ships, the one its
-authors tuned (the built-in samplers are not interchangeable with flow-matching models).
+The request's `sampler` picks the scheduler (backends.samplers): the one the folder ships when it names
+that one, else the family's scheduler of that name; names the model's schedule has no scheduler for are
+refused before anything loads.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from reelgen.backends.images import decode_image, fit_image
 from reelgen.backends.memory import apply_options, check_runtime
 from reelgen.backends.model_table import parse_size
 from reelgen.backends.registry import DiffusersConfig, parse_entry
+from reelgen.backends.samplers import SchedulerSet
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _ENCODERS = ("text_encoder", "text_encoder_2", "image_encoder")  # pipeline components timed as "encode"
@@ -40,6 +42,7 @@ class DiffusersGenerator:
         self.family = config.model_family
         self.spec: ModelSpec = config.spec
         self.pipeline = None  # the loaded diffusers pipeline, after load()
+        self.schedulers: SchedulerSet | None = None  # its schedulers by sampler name, after load()
         self._lock = threading.Lock()
 
     @classmethod
@@ -64,18 +67,20 @@ class DiffusersGenerator:
                                      f"{self.config.path}: {type(e).__name__}: {e}") from e
             pipe.set_progress_bar_config(disable=True)
             apply_options(pipe, self.config.memory, self.family, self.config.device)
+            self.schedulers = SchedulerSet(pipe.scheduler, self.family)
             self.pipeline = pipe
             return time.perf_counter() - start
 
     def generate(self, requests: list[GenerationRequest], *, on_step: Callable[[int, int], None] | None = None,
                  cancel: threading.Event | None = None) -> GenerationResult:
         # 0. validate everything before any work (the model may not even be loaded yet)
-        size, images = self._check(requests)
+        size, images = self.check(requests)
         if cancel is not None and cancel.is_set():
             raise GenerationCancelled("cancelled before generation started")
         self.load()
         first = requests[0]
         pipe = self.pipeline
+        pipe.scheduler = self.schedulers.get(first.sampler)
         # 1. arguments: the request's, the family's conventions, then the registry's call_options
         width, height = size
         offloaded = self.config.memory.cpu_offload or self.config.memory.sequential_offload
@@ -133,7 +138,7 @@ class DiffusersGenerator:
         timings["postprocess"] = time.perf_counter() - end
         return GenerationResult(frames=frames, timings=timings)
 
-    def _check(self, requests: list[GenerationRequest]) -> tuple[tuple[int, int], list | None]:
+    def check(self, requests: list[GenerationRequest]) -> tuple[tuple[int, int], list | None]:
         """Raise ValueError on anything this model cannot do; -> (width, height) and the input images."""
         if not requests:
             raise ValueError("no requests to generate")
@@ -141,6 +146,7 @@ class DiffusersGenerator:
         for r in requests:
             r.check(spec.max_frames)
             spec.check_frames(r.frames)
+            spec.check_sampler(r.sampler)
             if r.steps > self.config.max_steps:
                 raise ValueError(f"model {spec.id} allows at most {self.config.max_steps} steps, got {r.steps}")
             if r.image is not None and not spec.image_to_video:
@@ -152,7 +158,7 @@ class DiffusersGenerator:
                 raise ValueError(f"model {spec.id} generates sizes {', '.join(spec.sizes)}, got "
                                  f"{r.size[0]}x{r.size[1]}")
         first = requests[0]
-        shared = ("frames", "steps", "guidance_scale", "size")
+        shared = ("frames", "steps", "guidance_scale", "sampler", "size")
         if any(getattr(r, k) != getattr(first, k) for r in requests for k in shared):
             raise ValueError(f"a batch must share {', '.join(shared)}")
         if any((r.image is None) != (first.image is None) for r in requests):

@@ -8,7 +8,8 @@
     dtype = "bfloat16"                           # float32 (default) | float16 | bfloat16
     device = "cuda"                              # cpu (default) | cuda | cuda:N | mps | xpu
     default_steps = 30                           # also: description, fps, default_size, default_seconds,
-                                                 #       default_guidance_scale
+                                                 #       default_guidance_scale, default_sampler (default: the
+                                                 #       sampler of the scheduler the folder ships)
     [models.limits]
     sizes = ["832x480", "480x832"]               # a subset of the family's, or others on its size grid
     max_frames = 81
@@ -77,7 +78,7 @@ ModelConfig = BuiltinConfig | DiffusersConfig
 _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
 _COMMON = ("id", "backend", "path", "description")
-_SPEC_KEYS = ("fps", "default_size", "default_seconds", "default_steps", "default_guidance_scale")
+_SPEC_KEYS = ("fps", "default_size", "default_seconds", "default_steps", "default_guidance_scale", "default_sampler")
 _DIFFUSERS = (*_COMMON, "hub_id", "family", "pipeline", "dtype", "device", *_SPEC_KEYS, "limits", "memory",
               "call_options")
 _LIMITS = ("sizes", "max_frames", "max_steps")
@@ -165,16 +166,25 @@ def parse_entry(entry: dict, base_dir: Path = Path(".")) -> ModelConfig:
     hub_id = _typed(entry, "hub_id", str)
     if (path is None) == (hub_id is None):
         raise ValueError("path: give exactly one of path (a local diffusers folder) and hub_id")
-    folder_class = None
+    folder_class = shipped_scheduler = None
     if hub_id is not None:
         if not _HUB_ID.fullmatch(hub_id):
             raise ValueError(f"hub_id: expected 'organization/name', got {hub_id!r}")
         location = hub_id
     else:
         folder = (base_dir / path).expanduser()
-        folder_class = _read_model_index(folder)["_class_name"]
+        index = _read_model_index(folder)
+        folder_class = index["_class_name"]
+        scheduler = index.get("scheduler")
+        shipped_scheduler = scheduler[1] if isinstance(scheduler, list) and len(scheduler) == 2 else None
         location = str(folder)
     family = FAMILIES[_resolve_family(entry, folder_class)]
+    # A request that names no sampler runs the scheduler the folder ships, untouched
+    shipped_sampler = None if shipped_scheduler is None else family.sampler_of(shipped_scheduler)
+    if shipped_scheduler is not None and shipped_sampler is None:
+        known = ", ".join(f"{cls} ({name})" for name, cls in family.schedulers)
+        raise ValueError(f"path: the folder ships a {shipped_scheduler}, which reelgen does not run for "
+                         f"{family.name} models; it runs {known}")
 
     device = _typed(entry, "device", str, "cpu")
     if not re.fullmatch(r"cpu|mps|(cuda|xpu)(:\d+)?", device):
@@ -193,7 +203,12 @@ def parse_entry(entry: dict, base_dir: Path = Path(".")) -> ModelConfig:
         raise ValueError(f"limits.max_steps: must be between 1 and {MAX_STEPS}, got {max_steps}")
     spec_args = {key: _typed(entry, key, kind) for key, kind in
                  (("description", str), ("fps", int), ("default_size", str), ("default_seconds", str),
-                  ("default_steps", int), ("default_guidance_scale", (int, float)))}
+                  ("default_steps", int), ("default_guidance_scale", (int, float)), ("default_sampler", str))}
+    if spec_args["default_sampler"] is None:
+        spec_args["default_sampler"] = shipped_sampler
+    elif spec_args["default_sampler"] not in family.samplers:
+        raise ValueError(f"default_sampler: {family.name} models run {', '.join(family.samplers)}, got "
+                         f"{spec_args['default_sampler']!r}")
     if spec_args["fps"] is not None and not 1 <= spec_args["fps"] <= 120:
         raise ValueError(f"fps: must be between 1 and 120, got {spec_args['fps']}")
     if spec_args["default_steps"] is not None and not 1 <= spec_args["default_steps"] <= max_steps:

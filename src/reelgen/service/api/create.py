@@ -16,7 +16,7 @@ from starlette.formparsers import MultiPartException
 
 from reelgen.backends.base import ModelSpec
 from reelgen.backends.images import IMAGE_FORMATS, ImageInputError, read_image_reference
-from reelgen.pipelines.request import DEFAULT_SAMPLER, GenerationRequest
+from reelgen.pipelines.request import GenerationRequest
 from reelgen.service.api.deps import Services, SettingsDep
 from reelgen.service.api.errors import APIError
 from reelgen.service.api.schemas import ImageReference, VideoCreate
@@ -128,12 +128,16 @@ def new_job(body: VideoCreate, models: dict[str, ModelSpec], max_image_bytes: in
         raise APIError.invalid(f"Invalid 'seconds': '{seconds}' is not supported by {spec.id}; supported values "
                                f"are {', '.join(spec.seconds)}.", "seconds", code="unsupported_value")
     image = _input_image(body.input_reference, spec, max_image_bytes)
+    sampler = body.sampler or spec.default_sampler
+    if sampler not in spec.samplers:
+        raise APIError.invalid(f"Invalid 'sampler': '{sampler}' is not supported by {spec.id}; supported values are "
+                               f"{', '.join(spec.samplers)}.", "sampler", code="unsupported_value")
     request = GenerationRequest(
         prompt=body.prompt, negative_prompt=body.negative_prompt,
         seed=secrets.randbelow(2**32) if body.seed is None else body.seed,
         frames=spec.frames_for(seconds), steps=body.num_inference_steps or spec.default_steps,
         guidance_scale=spec.default_guidance_scale if body.guidance_scale is None else body.guidance_scale,
-        sampler=body.sampler or DEFAULT_SAMPLER,
+        sampler=sampler,
     )
     job = _job(request, spec, size=size, seconds=seconds, fps=body.fps or spec.fps, video_format=body.format,
                has_image=image is not None)
