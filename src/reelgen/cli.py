@@ -125,13 +125,13 @@ def _add_serve(sub) -> None:
                        epilog="Every setting can also come from an environment variable REELGEN_<NAME>, e.g. "
                               "REELGEN_WORKERS=2. Secrets come only from there, out of the process list: "
                               "REELGEN_API_KEYS='[\"key1\"]' turns on bearer auth, and REELGEN_SIGNING_SECRET keeps "
-                              "signed links valid across restarts.")
+                              "signed links valid across restarts; REELGEN_WEBHOOK_SECRET (whsec_...) signs webhooks.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
     for name, field in ServiceSettings.model_fields.items():
-        if name in ("api_keys", "signing_secret"):
+        if name in ("api_keys", "signing_secret", "webhook_secret"):
             continue
         default = "" if field.default in (None, "") else f" (default: {field.default})"
         p.add_argument("--" + name.replace("_", "-"), type={int: int, float: float}.get(field.annotation, str),

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from reelgen.backends.base import Generator
 from reelgen.service.api import Services, build_api
 from reelgen.service.api.monitoring import install_monitoring
+from reelgen.service.api.schemas import VideoPublic
 from reelgen.service.delivery import LinkSigner
 from reelgen.service.executors import JobRunner, LocalExecutor
 from reelgen.service.housekeeping import Housekeeper
@@ -19,11 +20,13 @@ from reelgen.service.metrics import ServiceMetrics
 from reelgen.service.settings import ServiceSettings
 from reelgen.service.storage import ObjectStore
 from reelgen.service.usage import Prices
+from reelgen.service.webhooks import Outbox, WebhookSender, check_settings
 
 
 def create_app(settings: ServiceSettings | None = None, generators: Sequence[Generator] | None = None) -> FastAPI:
     """The service as an ASGI app. Workers start and stop with the app's lifespan (uvicorn, TestClient)."""
     settings = settings or ServiceSettings()
+    check_settings(settings)
     if generators is None:
         generators = _generators(settings)
     store = JobStore(settings.database_url, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
@@ -34,6 +37,10 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
                        prices=Prices.from_settings(settings), metrics=metrics)
     executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds)
     housekeeper = Housekeeper(store, storage, executor, settings.housekeeping_seconds)
+    # an event's data is the video object exactly as GET /v1/videos/{id} returns it
+    webhooks = WebhookSender(Outbox(store.engine), settings,
+                             render=lambda job: VideoPublic.from_job(job).model_dump(mode="json"),
+                             on_attempt=lambda event, outcome: metrics.webhook_deliveries.labels(event, outcome).inc())
     services = Services(settings=settings, store=store, storage=storage, executor=executor,
                         models={g.spec.id: g.spec for g in generators},
                         signer=LinkSigner(settings.signing_secret.get_secret_value()))
@@ -44,12 +51,14 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
         housekeeper.run_once()  # jobs of a process that was killed come back as soon as their leases lapse
         executor.start()
         housekeeper.start()
+        webhooks.start()  # resumes deliveries a previous process left pending
         try:
             yield
         finally:
             # uvicorn turns SIGTERM into this: stop claiming, let running jobs finish or re-queue them
             await run_in_threadpool(executor.stop, settings.shutdown_grace_seconds)
             housekeeper.stop()
+            webhooks.stop()
             store.close()
 
     app = build_api(services, lifespan)

@@ -49,6 +49,9 @@ class ServiceMetrics:
                                          ["route"], buckets=REQUEST_BUCKETS, registry=self.registry)
         self.errors = Counter("reelgen_http_errors", "Error responses by status and the error body's code",
                               ["status", "code"], registry=self.registry)
+        self.webhook_deliveries = Counter("reelgen_webhook_deliveries", "Webhook delivery attempts by event and "
+                                          "outcome: delivered, retrying (will try again) or failed (gave up)",
+                                          ["event", "outcome"], registry=self.registry)
         self.utilization = WorkerUtilization(workers, clock)
         self.registry.register(self.utilization)
         if store is not None:

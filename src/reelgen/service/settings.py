@@ -8,12 +8,21 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BeforeValidator, Field, NonNegativeFloat, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 def _json_object(value: object) -> object:
     # a --flag gives the dict as a JSON string; the environment is decoded by pydantic-settings already
     return json.loads(value) if isinstance(value, str) else value
+
+
+def _word_list(value: object) -> object:
+    # JSON from the environment, or "a,b" from the environment or a --flag
+    if isinstance(value, str):
+        if value.lstrip().startswith("["):
+            return json.loads(value)
+        return [word.strip() for word in value.split(",") if word.strip()]
+    return value
 
 
 class ServiceSettings(BaseSettings):
@@ -52,6 +61,21 @@ class ServiceSettings(BaseSettings):
         description="$ per hour of generation by device kind, as JSON; a kind not named costs 0")
     storage_price_per_gb_month: float = Field(0.023, ge=0, description="$ per GB-month of stored video files")
     egress_price_per_gb: float = Field(0.09, ge=0, description="$ per GB of downloaded video files")
+
+    # Webhooks (service/webhooks): a video's terminal event goes to its request's webhook_url, else to this one.
+    webhook_url: str = Field("", description="http(s) URL receiving every video's video.completed / failed / "
+                                             "cancelled event; a request's webhook_url takes its place")
+    webhook_secret: SecretStr | None = Field(None, description="whsec_<base64> secret signing webhooks "
+                                                               "(Standard Webhooks); needed for any webhook")
+    webhook_allow_hosts: Annotated[list[str], NoDecode, BeforeValidator(_word_list)] = Field(
+        [], description="host names, IPs or CIDRs webhooks may reach although they are not "
+                                          "public (loopback, private, link-local...), comma-separated or JSON")
+    webhook_max_attempts: int = Field(8, ge=1, description="attempts per webhook before it is given up")
+    webhook_backoff_seconds: float = Field(60.0, gt=0, description="delay after a failed first attempt; each "
+                                                                   "next delay is 3x longer, +-20% jitter")
+    webhook_timeout_seconds: float = Field(10.0, gt=0, description="time a receiver has to answer one attempt")
+    webhook_poll_seconds: float = Field(1.0, gt=0, description="how often finished videos and due webhooks "
+                                                               "are looked for")
 
     log_format: Literal["json", "text"] | None = Field(None, description="json (one object per line) or text; "
                                                                           "default: json unless stderr is a TTY")

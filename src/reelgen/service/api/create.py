@@ -23,6 +23,7 @@ from reelgen.service.api.schemas import ImageReference, VideoCreate
 from reelgen.service.jobs import Job
 from reelgen.service.jobs.store import new_job_id
 from reelgen.service.storage import input_key
+from reelgen.service.webhooks import Outbox, Subscription, WebhookRefused, resolve_target
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _NESTED_KEY = re.compile(r"^(\w+)\[(\w+)\]$")  # how the openai SDK flattens objects into a form: a[b]
@@ -93,18 +94,25 @@ async def _data_url(upload: UploadFile, max_bytes: int) -> str:
 def create(services: Services, body: VideoCreate) -> Job:
     """Check a create request against its model and queue it."""
     job, image = new_job(body, services.models, services.settings.max_upload_bytes)
-    return _submit(services, job, image)
+    try:
+        webhook = resolve_target(services.settings, body.webhook_url)
+    except WebhookRefused as e:
+        raise APIError.invalid(f"Invalid 'webhook_url': {e}.", "webhook_url", code="invalid_webhook_url") from e
+    return _submit(services, job, image, webhook)
 
 
 def remix(services: Services, source: Job, prompt: str) -> Job:
     """Queue `source` again with a new prompt: same model, settings, seed and first frame."""
     image = services.storage.get(input_key(source.id)) if source.has_image else None
-    return _submit(services, remix_job(source, prompt, services.models), image)
+    return _submit(services, remix_job(source, prompt, services.models), image,
+                   resolve_target(services.settings, None))
 
 
-def _submit(services: Services, job: Job, image: bytes | None) -> Job:
+def _submit(services: Services, job: Job, image: bytes | None, webhook: Subscription | None) -> Job:
     if image is not None:  # stored first: a worker may claim the job the moment it is added
         services.storage.put(input_key(job.id), image)
+    if webhook is not None:  # recorded first too: then no finished job can lack its event (webhooks/outbox.py)
+        Outbox(services.store.engine).subscribe(job.id, webhook)
     job = services.store.add(job)
     services.executor.wake()
     return job

@@ -47,6 +47,8 @@ class VideoCreate(BaseModel):
     sampler: Literal[SAMPLER_NAMES] | None = Field(None, description="the diffusion sampler")
     fps: int | None = Field(None, ge=1, le=120, description="frame rate of the video file; default: the model's")
     format: VideoFormat = Field("mp4", description="container of the `video` variant")
+    webhook_url: str | None = Field(None, max_length=2048, description="http(s) URL that receives this video's "
+                                    "video.completed / failed / cancelled event, signed as Standard Webhooks")
 
 
 class RemixCreate(BaseModel):
