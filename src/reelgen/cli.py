@@ -72,7 +72,9 @@ def add_sampling_args(p) -> None:
 
 def _add_generate(sub) -> None:
     p = sub.add_parser("generate", help="generate a video from a text prompt",
-                       description="Generate a video from a text prompt with the built-in model (or --model-dir). "
+                       description="Generate a video from a text prompt with the built-in model (or --model-dir), or "
+                                   "with an open diffusers model (--model, --model-path), from a first frame too "
+                                   "(--image). "
                                    "The output format follows the extension of -o: .mp4 (H.264), .webm (VP9), "
                                    ".gif, or a folder of PNG frames (a path without an extension).")
     p.add_argument("prompt", help="what the video shows, e.g. 'a red circle moving to the left on a black background'")
@@ -82,11 +84,17 @@ def _add_generate(sub) -> None:
                                                          "in guidance)")
     p.add_argument("--frames", type=int, default=None, help="number of frames, 2 up to the model's native length "
                                                            "(default: the native length, 16 for the built-in model)")
-    p.add_argument("--fps", type=int, default=8, help="frames per second of the written video, 1-120 (default: 8)")
-    p.add_argument("--min-side", type=int, default=256, help="upscale (nearest neighbour) until the short side is at "
-                                                            "least this many pixels (default: 256)")
+    p.add_argument("--fps", type=int, default=None, help="frames per second of the written video, 1-120 (default: 8, "
+                                                         "or the open model's native rate)")
+    p.add_argument("--min-side", type=int, default=None, help="upscale (nearest neighbour) until the short side is at "
+                                                            "least this many pixels (default: 256; an open model's video keeps "
+                                                            "its generated size)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run_generate)
+    from reelgen.backends.cli_options import add_model_args
+
+    add_model_args(p)
+    # None: the built-in model's defaults, or an open model's own (reelgen.backends.cli_options)
+    p.set_defaults(func=_run_generate, steps=None, guidance=None, sampler=None)
 
 
 def _run_generate(args) -> int:
@@ -95,7 +103,12 @@ def _run_generate(args) -> int:
     from reelgen.pipelines.text_to_video import DEFAULT_MODEL_DIR, TextToVideoPipeline
     from reelgen.rendering.video import check_output_path, write_video
 
+    from reelgen.backends.cli_options import fill_builtin_defaults, run_generate, uses_open_model
+
+    if uses_open_model(args):
+        return run_generate(args)
     # 1. check everything before the model loads, so bad input costs nothing and writes nothing
+    fill_builtin_defaults(args)
     model_dir = args.model_dir or DEFAULT_MODEL_DIR
     native_frames = load_config(model_dir).frames
     frames = native_frames if args.frames is None else args.frames

@@ -57,7 +57,11 @@ class DiffusersGenerator:
                 return 0.0
             start = time.perf_counter()
             import diffusers
+            import transformers
 
+            # their loading bars would break the service's one-JSON-object-per-line logs and the CLI's progress
+            diffusers.utils.logging.disable_progress_bar()
+            transformers.utils.logging.disable_progress_bar()
             cls = getattr(diffusers, self.family.pipeline)
             try:
                 pipe = cls.from_pretrained(self.config.path, dtype=_DTYPES[self.config.dtype],
