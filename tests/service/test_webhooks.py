@@ -13,11 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 from standardwebhooks import Webhook
 
 from reelgen.service.app import create_app
 from reelgen.service.jobs import JobStore
-from reelgen.service.webhooks import Outbox, Subscription, retry_delay
+from reelgen.service.webhooks import Outbox, Subscription, WebhookDelivery, WebhookSender, retry_delay
 from reelgen.service.webhooks.signing import check_secret, signed_headers
 from reelgen.service.webhooks.ssrf import AllowList, BlockedURL, check_url
 from tests.service.helpers import FakeGenerator, new_job, wait_until
@@ -174,8 +175,8 @@ class Receiver:
                 with receiver.lock:
                     script = receiver.scripts.get(self.path, [])
                     status = script.pop(0) if len(script) > 1 else (script[0] if script else 200)
-                    receiver.calls.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                           "status": status})
+                    receiver.calls.append({"path": self.path, "body": body, "status": status,
+                                           "headers": {k.lower(): v for k, v in self.headers.items()}})
                 self.send_response(status)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -209,13 +210,45 @@ def receiver():
 def verified(call: dict) -> dict:
     """The event of a received call, after checking its signature twice: with the reference package, and by hand."""
     event = Webhook(SECRET).verify(call["body"], call["headers"])
-    headers = {k.lower(): v for k, v in call["headers"].items()}
+    headers = call["headers"]
     key = base64.b64decode(SECRET.removeprefix("whsec_"))
     signed = f"{headers['webhook-id']}.{headers['webhook-timestamp']}.".encode() + call["body"]
     assert headers["webhook-signature"] == "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()) \
         .decode()
     assert headers["content-type"] == "application/json" and headers["webhook-id"].startswith("msg_")
     return event
+
+
+def test_each_attempt_resolves_again_and_connects_to_the_address_it_checked(store, make_settings, receiver):
+    """A host that passed at create and then resolves to a private address (DNS rebinding) is not called."""
+    answers = {"hooks.test": ["127.0.0.1"]}  # allow-listed by address below, as a receiver on loopback must be
+    settings = make_settings(webhook_secret=SECRET, webhook_allow_hosts=["127.0.0.1/32"], webhook_max_attempts=2)
+    outbox = Outbox(store.engine)
+    sender = WebhookSender(outbox, settings, render=lambda job: {"id": job.id},
+                           resolver=lambda host, port: answers[host])
+    try:
+        url = f"http://hooks.test:{receiver.server.server_port}/rebind"
+        job = new_job(id="video_rebind")
+        outbox.subscribe(job.id, Subscription(url, "request"))
+        store.add(job)
+        _finish(store, job.id)
+        answers["hooks.test"] = ["10.0.0.7"]  # the name now points inside the network
+        assert sender.run_once() == 1
+        [row] = outbox.for_job(job.id)
+        assert row.status == "pending" and "10.0.0.7, a private address" in row.last_error
+        assert receiver.to("/rebind") == []
+
+        answers["hooks.test"] = ["127.0.0.1"]
+        with store.engine.begin() as connection:  # due now rather than after the backoff
+            connection.execute(update(WebhookDelivery).where(WebhookDelivery.id == row.id).values(next_attempt_at=0))
+        assert sender.run_once() == 1
+        [call] = receiver.to("/rebind")
+        # the socket went to the checked address; the request still names the host of the URL
+        assert call["headers"]["host"] == f"hooks.test:{receiver.server.server_port}"
+        assert verified(call)["data"] == {"id": "video_rebind"}
+        assert outbox.for_job(job.id)[0].status == "delivered"
+    finally:
+        sender.stop()
 
 
 # --- in-process: the API's checks and the service-wide target ---
