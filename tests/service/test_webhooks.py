@@ -8,6 +8,8 @@ import hashlib
 import hmac
 import json
 import signal
+import ssl
+import subprocess
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -163,7 +165,7 @@ def test_rows_of_videos_that_never_existed_or_were_deleted_are_swept(store, cloc
 class Receiver:
     """A real HTTP server on 127.0.0.1 that records every POST and answers each path from a script."""
 
-    def __init__(self):
+    def __init__(self, tls: ssl.SSLContext | None = None):
         self.calls: list[dict] = []
         self.scripts: dict[str, list[int]] = {}  # path -> statuses to answer in turn; 200 once used up
         self.lock = threading.Lock()
@@ -185,6 +187,8 @@ class Receiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -249,6 +253,38 @@ def test_each_attempt_resolves_again_and_connects_to_the_address_it_checked(stor
         assert outbox.for_job(job.id)[0].status == "delivered"
     finally:
         sender.stop()
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_certificate_of_the_name(store, make_settings,
+                                                                                        tmp_path, monkeypatch):
+    # a receiver with a certificate for hooks.test only, trusted through SSL_CERT_FILE as a private CA would be
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=hooks.test",
+                    "-addext", "subjectAltName=DNS:hooks.test", "-keyout", tmp_path / "key.pem",
+                    "-out", tmp_path / "cert.pem"], check=True, capture_output=True)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    receiver = Receiver(tls)
+    settings = make_settings(webhook_secret=SECRET, webhook_allow_hosts=["127.0.0.1/32"], webhook_max_attempts=1)
+    outbox = Outbox(store.engine)
+    sender = WebhookSender(outbox, settings, render=lambda job: {"id": job.id},
+                           resolver=lambda host, port: ["127.0.0.1"])  # both names point at the receiver
+    try:
+        for job_id, host in [("video_right_name", "hooks.test"), ("video_wrong_name", "other.test")]:
+            outbox.subscribe(job_id, Subscription(f"https://{host}:{receiver.server.server_port}/tls", "service"))
+            store.add(new_job(id=job_id))
+            _finish(store, job_id)
+        assert sender.run_once() == 2
+        [call] = receiver.to("/tls")
+        assert verified(call)["data"] == {"id": "video_right_name"}
+        assert call["headers"]["host"] == f"hooks.test:{receiver.server.server_port}"
+        assert outbox.for_job("video_right_name")[0].status == "delivered"
+        # the same address under a name the certificate does not carry: TLS checks the name, not the address
+        [wrong] = outbox.for_job("video_wrong_name")
+        assert wrong.status == "failed" and "CERTIFICATE_VERIFY_FAILED" in wrong.last_error
+    finally:
+        sender.stop()
+        receiver.close()
 
 
 # --- in-process: the API's checks and the service-wide target ---

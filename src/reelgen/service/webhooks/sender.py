@@ -37,8 +37,10 @@ class WebhookSender:
         self.allow = AllowList.parse(settings.webhook_allow_hosts)
         # a claim outlives a whole attempt (DNS, connect, the receiver's answer) with room to spare
         self.lease_seconds = 3 * settings.webhook_timeout_seconds
-        # no proxies from the environment: a proxy would connect to the name, not the address checked here
-        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False)
+        # No proxies from the environment: a proxy would connect to the name, not the address checked here. CA
+        # bundles from it still count (SSL_CERT_FILE / SSL_CERT_DIR), for receivers behind a private CA.
+        self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False,
+                                  verify=httpx.create_ssl_context(trust_env=True))
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reelgen-webhooks", daemon=True)
 
