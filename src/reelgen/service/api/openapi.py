@@ -61,6 +61,8 @@ def _document(app: FastAPI) -> dict[str, Any]:
     if not image_to_video:  # text-only models answer input_reference with a 400
         del properties["input_reference"]
         del schemas["ImageReference"]
+    if services.settings.webhook_secret is None:  # nothing could sign a webhook: any webhook_url is a 400
+        del properties["webhook_url"]
     form = {**schemas["VideoCreate"], "title": "VideoCreateForm",
             "description": "POST /v1/videos as multipart/form-data: input_reference may be an image file."}
     # a form has no null: a field is given or left out

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from collections.abc import Callable
 
 import httpx
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 BACKOFF_FACTOR = 3  # with the default 60 s first delay, 8 attempts span about 18 hours
 JITTER = 0.2  # +-20%: receivers that came back together are not hit again in lockstep
+_SWEEP_SECONDS = 60.0  # orphaned rows are rare (a video deleted before it finished): looked for once a minute
 
 
 def retry_delay(attempt: int, base_seconds: float, rng: Callable[[], float] = random.random) -> float:
@@ -41,6 +43,7 @@ class WebhookSender:
         # bundles from it still count (SSL_CERT_FILE / SSL_CERT_DIR), for receivers behind a private CA.
         self._http = httpx.Client(timeout=settings.webhook_timeout_seconds, follow_redirects=False, trust_env=False,
                                   verify=httpx.create_ssl_context(trust_env=True))
+        self._next_sweep = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reelgen-webhooks", daemon=True)
 
@@ -56,7 +59,9 @@ class WebhookSender:
     def run_once(self, max_attempts: int = 100) -> int:
         """One round: fix due events, drop orphans, make up to `max_attempts` attempts -> attempts made."""
         self.outbox.promote(self.render)
-        self.outbox.sweep_orphans()
+        if time.monotonic() >= self._next_sweep:  # a write: not every poll, SQLite has one writer at a time
+            self.outbox.sweep_orphans()
+            self._next_sweep = time.monotonic() + _SWEEP_SECONDS
         made = 0
         while made < max_attempts and not self._stop.is_set():
             delivery = self.outbox.claim(self.lease_seconds)
