@@ -4,6 +4,10 @@
     torchrun --nproc-per-node 2 -m reelgen.parallel.run "a red circle moving left" --sequence 2
     torchrun --nproc-per-node 4 -m reelgen.parallel.run "a red circle moving left" --cfg 2 --sequence 2
     torchrun --nproc-per-node 2 -m reelgen.parallel.run "a red circle moving left" --frames 48 --windows
+    torchrun --nproc-per-node 2 -m reelgen.parallel.run "a cat runs" --model-path DIR --ulysses 2
+
+A diffusers pipeline (--model-path, or --model with --models-file) runs through diffusers' own context
+parallelism (parallel.diffusers_cp): --ulysses N or --ring N ranks share each transformer forward.
 
 torchrun sets RANK, WORLD_SIZE and the rendezvous address; training.distributed
 .setup() joins the group (gloo on CPU, nccl on GPU). Every rank runs the same
@@ -68,7 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--windows", action="store_true", help="spread long-video windows over the ranks instead")
     p.add_argument("--threads", type=int, default=None, help="torch threads per rank (default: torch's choice; "
                                                              "use cores / ranks on a CPU)")
-    p.add_argument("--fps", type=int, default=8, help="frames per second of the written video (default: 8)")
+    p.add_argument("--ulysses", type=int, default=1, help="diffusers models: ranks sharing each transformer "
+                                                          "forward with Ulysses attention (diffusers' own)")
+    p.add_argument("--ring", type=int, default=1, help="diffusers models: ranks sharing each transformer forward "
+                                                       "with ring attention (needs a GPU attention backend)")
+    p.add_argument("--fps", type=int, default=None, help="frames per second of the written video (default: 8, or "
+                                                         "the open model's native rate)")
+    p.add_argument("--min-side", type=int, default=None, help="upscale until the short side has this many pixels "
+                                                              "(default: 256; an open model's video keeps its size)")
+    from reelgen.backends.cli_options import add_model_args
+
+    add_model_args(p)
+    p.set_defaults(steps=None, guidance=None, sampler=None)  # None: the built-in model's or the open model's own
     return p
 
 
@@ -79,7 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     from reelgen.rendering.video import check_output_path, write_video
     from reelgen.training.distributed import setup
 
+    from reelgen.backends.cli_options import fill_builtin_defaults, uses_open_model
+
     args = build_parser().parse_args(argv)
+    if uses_open_model(args):
+        return run_diffusers(args)
+    if (args.ulysses, args.ring) != (1, 1):
+        raise ValueError("--ulysses and --ring split diffusers models (--model-path); the built-in model splits "
+                         "with --sequence and --cfg")
+    fill_builtin_defaults(args)
     # 1. check everything before any model loads on any rank
     model_dir = args.model_dir or DEFAULT_MODEL_DIR
     native = load_config(model_dir).frames
@@ -98,8 +121,66 @@ def main(argv: list[str] | None = None) -> int:
         frames = generate_on_ranks(pipeline, request, cfg=args.cfg, sequence=args.sequence, windows=args.windows,
                                    progress=dist.is_main)
         if dist.is_main:
-            write_video(frames, output, fps=args.fps)
+            write_video(frames, output, fps=args.fps, min_side=args.min_side)
             print(f"wrote {output} ({frames.shape[0]} frames on {dist.world_size} ranks)")
+    finally:
+        dist.teardown()
+    return 0
+
+
+def run_diffusers(args: argparse.Namespace) -> int:
+    """A diffusers pipeline over the job's ranks with diffusers' context parallelism; rank 0 writes the video."""
+    import os
+
+    from reelgen.backends.base import GenerationRequest as OpenRequest
+    from reelgen.backends.cli_options import model_config
+    from reelgen.backends.diffusers import DiffusersGenerator, ModelLoadError
+    from reelgen.backends.model_table import parse_size
+    from reelgen.parallel.diffusers_cp import Layout, check_size, enable_context_parallel
+    from reelgen.rendering.video import check_output_path, write_video
+    from reelgen.training.distributed import setup
+
+    # 1. check everything the flags say before any weights load on any rank
+    if (args.cfg, args.sequence, args.windows, args.overlap) != (1, 1, False, None):
+        raise ValueError("--cfg, --sequence, --windows and --overlap split the built-in model; a diffusers model "
+                         "splits with --ulysses or --ring")
+    layout = Layout(ulysses=args.ulysses, ring=args.ring)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if layout.ranks != world:
+        raise ValueError(f"ulysses {layout.ulysses} x ring {layout.ring} needs {layout.ranks} ranks, the job has "
+                         f"{world}")
+    if torch.cuda.is_available() and args.device in (None, "cuda"):
+        args.device = f"cuda:{os.environ.get('LOCAL_RANK', '0')}"  # one GPU per rank
+    config, _, _ = model_config(args)
+    spec = config.spec
+    request = OpenRequest(prompt=args.prompt, negative_prompt=args.negative_prompt, seed=args.seed,
+                          frames=spec.frames_for(spec.default_seconds) if args.frames is None else args.frames,
+                          steps=spec.default_steps if args.steps is None else args.steps,
+                          guidance_scale=spec.default_guidance_scale if args.guidance is None else args.guidance,
+                          sampler=args.sampler or spec.default_sampler,
+                          size=None if args.size is None else parse_size(args.size))
+    fps = spec.fps if args.fps is None else args.fps
+    output, _ = check_output_path(args.output)
+    generator = DiffusersGenerator(config)
+    (width, height), _ = generator.check([request])
+
+    # 2. join the job, load, split the transformer (checked again on the loaded model), generate; rank 0 writes
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dist = setup()
+    try:
+        try:
+            generator.load()
+        except ModelLoadError as e:
+            raise ValueError(str(e)) from e
+        if layout.ranks > 1:
+            enable_context_parallel(generator.pipeline, layout)
+            check_size(generator.pipeline, layout, request.frames, height, width)
+        video = generator.generate([request]).frames[0]
+        if dist.is_main:
+            write_video(video, output, fps=fps, min_side=args.min_side or min(video.shape[1:3]))
+            print(f"wrote {output} ({video.shape[0]} frames of {width}x{height} on {dist.world_size} ranks, "
+                  f"ulysses {layout.ulysses} x ring {layout.ring})")
     finally:
         dist.teardown()
     return 0
