@@ -6,6 +6,9 @@ Modes, each timed as the model work of one denoising step with guidance on:
   cfg       the two passes of guidance on two ranks (parallel.CFGParallel)
   sequence  each rank runs the blocks on half the frames (parallel.shard_model)
   windows   a long video's windows shared out (LongVideoPipeline(group=...)), 2.5 native lengths
+  context   a diffusers Wan transformer (random, WIDE_WAN below) under diffusers' own Ulysses context
+            parallelism (parallel.diffusers_cp), --context-frames latent frames of 16x16 latents, the two
+            forwards of a guided step
 
 Every figure comes from fresh processes (parallel.launch.run_ranks): N = 1
 with 1 thread, and with 2 threads both with OpenMP's default spinning waits
@@ -48,7 +51,7 @@ from reelgen.pipelines.long_video import LongVideoPipeline
 from reelgen.pipelines.request import GenerationRequest
 from reelgen.scaling.plan import fit_alpha, speedup
 
-MODES = ("cfg", "sequence", "windows")
+MODES = ("cfg", "sequence", "windows", "context")
 GUIDANCE = 5.0
 STEPS = GenerationRequest.steps  # denoising steps of a default video
 # Published figures for the projection: H100 SXM dense BF16 and NVLink 4 per direction per GPU.
@@ -75,8 +78,39 @@ def inputs(model: VideoTransformer, frames: int):
     return x, torch.full((1,), 500.0), *text
 
 
+# A tiny Wan wider than the test one, so a step has work to split: 4 heads of 32, 4 blocks, patch (1, 2, 2).
+WIDE_WAN = dict(heads=4, head_dim=32, ffn_dim=256, layers=4)
+WAN_LATENT = 16  # latent height and width: 8x8 patches per latent frame
+
+
+def wan_inputs(transformer, latent_frames: int):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, transformer.config.in_channels, latent_frames, WAN_LATENT, WAN_LATENT, generator=g)
+    text = [torch.randn(1, 16, transformer.config.text_dim, generator=g) for _ in range(2)]  # (B, L, text_dim)
+    return x, torch.full((1,), 500.0), text
+
+
+def context_step(frames: int, traffic: Traffic):
+    """The two transformer forwards of a guided Wan step, context-parallel over the job's ranks if several."""
+    from reelgen.backends.tiny import tiny_wan
+    from reelgen.parallel.diffusers_cp import Layout, count_traffic, enable_context_parallel
+
+    pipe = tiny_wan(**WIDE_WAN)
+    if td.is_initialized() and td.get_world_size() > 1:
+        enable_context_parallel(pipe, Layout(ulysses=td.get_world_size()))
+    model = pipe.transformer.eval()
+    x, t, text = wan_inputs(model, frames)
+
+    def step():
+        with count_traffic(traffic):
+            return [model(x, t, emb, return_dict=False)[0] for emb in text]
+    return step
+
+
 def step_function(mode: str, preset: str, frames: int, traffic: Traffic):
     """One denoising step's model work in `mode`, on all ranks of the default group (or alone)."""
+    if mode == "context":
+        return context_step(frames, traffic)
     model = build(preset)
     parallel = td.is_initialized() and td.get_world_size() > 1
     if mode == "windows":
@@ -95,6 +129,8 @@ def collectives_per_step(mode: str, preset: str, frames: int, repeats: int) -> f
     """Fastest time of one step's collectives alone, on tensors of the shapes `mode` sends."""
     cfg = PRESETS[preset]
     world, rank = td.get_world_size(), td.get_rank()
+    if mode == "context":
+        return context_collectives(frames, repeats)
     pixels = (1, cfg.channels, frames, cfg.resolution, cfg.resolution)  # (B, C, F, H, W)
     positions = 2 * (cfg.resolution // cfg.patch_size) ** 2  # B*N with guidance's batch of 2
     frame_sizes = split_sizes(frames, world)
@@ -109,6 +145,29 @@ def collectives_per_step(mode: str, preset: str, frames: int, repeats: int) -> f
     step = {"cfg": lambda: all_gather(torch.randn(pixels), 0, [1] * world),
             "sequence": sequence,
             "windows": lambda: all_reduce_sum(torch.randn(*pixels[:2], frames * 5 // 2, *pixels[3:]))}[mode]
+    times = []
+    for _ in range(repeats):
+        td.barrier()
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def context_collectives(latent_frames: int, repeats: int) -> float:
+    """Fastest time of a context step's collectives alone: per forward and block, 4 all-to-alls of a rank's
+    (tokens/P, heads, head_dim) slice, then proj_out's all-gather; two forwards."""
+    world = td.get_world_size()
+    tokens = latent_frames * (WAN_LATENT // 2) ** 2
+    qkv = torch.randn(tokens // world * WIDE_WAN["heads"] * WIDE_WAN["head_dim"])
+    out = torch.randn(tokens // world * 16 * 4)  # out_channels x patch (1, 2, 2)
+
+    def step():
+        for _ in range(2):
+            for _ in range(4 * WIDE_WAN["layers"]):
+                td.all_to_all_single(torch.empty_like(qkv), qkv)
+            td.all_gather([torch.empty_like(out) for _ in range(world)], out)
+
     times = []
     for _ in range(repeats):
         td.barrier()
@@ -204,6 +263,8 @@ def main() -> int:
     parser.add_argument("--frames", type=int, default=16, help="frames per clip (default: 16)")
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per measurement (default: 10)")
     parser.add_argument("--modes", default=",".join(MODES), help=f"comma-separated, of {', '.join(MODES)}")
+    parser.add_argument("--context-frames", type=int, default=8,
+                        help="latent frames of the context mode's Wan (default: 8, 512 tokens)")
     args = parser.parse_args()
     modes = args.modes.split(",")
 
@@ -216,7 +277,11 @@ def main() -> int:
           f"{cfg.resolution}x{cfg.resolution}, guidance on, {args.repeats} steps after 2 warm-ups "
           "(the fastest step is the one least disturbed by other jobs)")
     for mode in modes:
-        work = (seconds_per_step, mode, args.preset, args.frames, args.repeats)
+        frames = args.context_frames if mode == "context" else args.frames
+        if mode == "context":
+            print(f"context: diffusers WanTransformer3DModel {WIDE_WAN}, {frames} latent frames of "
+                  f"{WAN_LATENT}x{WAN_LATENT} ({frames * (WAN_LATENT // 2) ** 2} tokens), Ulysses over the ranks")
+        work = (seconds_per_step, mode, args.preset, frames, args.repeats)
         one = run_ranks(work[0], 1, *work[1:], threads=1)[0]
         spinning = run_ranks(work[0], 1, *work[1:], threads=2)[0]
         with passive_openmp():
@@ -229,7 +294,7 @@ def main() -> int:
                   f"({passive[i] * 1e3:.0f} ms with OMP_WAIT_POLICY=PASSIVE); N=2 {two[i] * 1e3:.0f} ms; "
                   f"S(2) = {s:.2f} vs 1 thread, {s_vs_2:.2f} vs the better 2-thread run; "
                   f"alpha = {alpha:.2f}, S(8) if it held = {speedup(8, alpha):.1f}")
-        comm = run_ranks(collectives_per_step, 2, mode, args.preset, args.frames, args.repeats)[0]
+        comm = run_ranks(collectives_per_step, 2, mode, args.preset, frames, args.repeats)[0]
         free = one[0] / (one[0] / 2 + comm)
         print(f"{mode}: {sent / 1e6:.2f} MB sent per rank per step; its collectives alone take {comm * 1e3:.1f} ms "
               f"on gloo; with two free cores S(2) would be about {free:.2f} (1-thread step / 2 + collectives), "
