@@ -148,7 +148,7 @@ def _add_serve(sub) -> None:
             continue
         default = "" if field.default in (None, "") else f" (default: {field.default})"
         p.add_argument("--" + name.replace("_", "-"), type={int: int, float: float}.get(field.annotation, str),
-                       default=None, help=field.description + default)
+                       default=None, help=(field.description + default).replace("%", "%%"))  # argparse formats help
     p.set_defaults(func=_run_serve)
 
 
@@ -257,19 +257,22 @@ def _run_plan(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """Every command's parser, or only `command`'s: train's flags come from a torch module, and `serve`
+    with the Ray executor must not import torch."""
     parser = argparse.ArgumentParser(prog="reelgen", description="Self-hostable AI video generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_generate(sub)
-    _add_eval(sub)
-    _add_train(sub)
-    _add_serve(sub)
-    _add_plan(sub)
+    adders = {"generate": _add_generate, "eval": _add_eval, "train": _add_train, "serve": _add_serve,
+              "plan": _add_plan}
+    for name, add in adders.items():
+        if command in (None, name):
+            add(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser("serve" if argv[:1] == ["serve"] else None).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

@@ -21,8 +21,8 @@ API_KEY = "e2e-key"
 class Server:
     """One `reelgen serve` subprocess over a data folder that outlives it, so it can be killed and restarted."""
 
-    def __init__(self, root: Path, model_dir: Path):
-        self.root, self.model_dir = root, model_dir
+    def __init__(self, root: Path, model_dir: Path, extra_args: tuple[str, ...] = ()):
+        self.root, self.model_dir, self.extra_args = root, model_dir, extra_args
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -34,7 +34,7 @@ class Server:
         command = [sys.executable, "-m", "reelgen.cli", "serve", "--port", str(self.port),
                    "--data-dir", str(self.root / "data"), "--model-dir", str(self.model_dir),
                    "--lease-seconds", "3", "--housekeeping-seconds", "0.5", "--poll-seconds", "0.2",
-                   "--shutdown-grace-seconds", "0", "--log-level", "info"]
+                   "--shutdown-grace-seconds", "0", "--log-level", "info", *self.extra_args]
         env = {**os.environ, "REELGEN_API_KEYS": json.dumps([API_KEY]), "REELGEN_SIGNING_SECRET": "e2e-secret",
                # one torch thread: on a shared 2-core machine more threads make a tiny model's step 100x slower
                "OMP_NUM_THREADS": "1"}

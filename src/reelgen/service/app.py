@@ -14,6 +14,7 @@ from reelgen.service.api.monitoring import install_monitoring
 from reelgen.service.api.schemas import VideoPublic
 from reelgen.service.delivery import LinkSigner
 from reelgen.service.executors import JobRunner, LocalExecutor
+from reelgen.service.executors.generators import build_generators
 from reelgen.service.housekeeping import Housekeeper
 from reelgen.service.jobs import JobStore
 from reelgen.service.metrics import ServiceMetrics
@@ -27,22 +28,30 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
     """The service as an ASGI app. Workers start and stop with the app's lifespan (uvicorn, TestClient)."""
     settings = settings or ServiceSettings()
     check_settings(settings)
-    if generators is None:
-        generators = _generators(settings)
     store = JobStore(settings.database_url, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
                      retention_seconds=settings.retention_seconds)
     storage = ObjectStore(settings.storage_url)
     metrics = ServiceMetrics(store, workers=settings.workers)
-    runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds,
-                       prices=Prices.from_settings(settings), metrics=metrics)
-    executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds)
+    if settings.executor == "ray":
+        if generators is not None:
+            raise ValueError("the Ray executor builds its generators in its replicas: pass none")
+        from reelgen.service.executors.ray import RayExecutor  # imports ray only when asked for
+
+        executor = RayExecutor(settings, store, metrics)
+        specs, model_states = executor.model_specs, executor.model_states  # from the cluster: no torch here
+    else:
+        generators = build_generators(settings) if generators is None else generators
+        runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds,
+                           prices=Prices.from_settings(settings), metrics=metrics)
+        executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds)
+        specs, model_states = [g.spec for g in generators], runner.model_states
     housekeeper = Housekeeper(store, storage, executor, settings.housekeeping_seconds)
     # an event's data is the video object exactly as GET /v1/videos/{id} returns it
     webhooks = WebhookSender(Outbox(store.engine), settings,
                              render=lambda job: VideoPublic.from_job(job).model_dump(mode="json"),
                              on_attempt=lambda event, outcome: metrics.webhook_deliveries.labels(event, outcome).inc())
     services = Services(settings=settings, store=store, storage=storage, executor=executor,
-                        models={g.spec.id: g.spec for g in generators},
+                        models={spec.id: spec for spec in specs},
                         signer=LinkSigner(settings.signing_secret.get_secret_value()))
 
     @asynccontextmanager
@@ -62,16 +71,6 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
             store.close()
 
     app = build_api(services, lifespan)
-    install_monitoring(app, metrics, runner.model_states)
+    install_monitoring(app, metrics, model_states)
     return app
 
-
-def _generators(settings: ServiceSettings) -> list[Generator]:
-    """The configured models; checks each can run here, loads no weights (the first job does)."""
-    if settings.models_file is not None:
-        from reelgen.backends.registry import load_registry
-
-        return load_registry(settings.models_file).generators()
-    from reelgen.backends.builtin import BuiltinGenerator  # imports torch: only here, never in the API
-
-    return [BuiltinGenerator(settings.model_dir)]

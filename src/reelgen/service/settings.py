@@ -38,6 +38,28 @@ class ServiceSettings(BaseSettings):
                                                         "diffusers); replaces model_dir")
 
     workers: int = Field(1, ge=1, description="worker threads generating videos in this process")
+
+    # The Ray executor (service/executors/ray.py, docs/scaling.md): replicas are Ray actors, min..max of them.
+    executor: Literal["local", "ray"] = Field("local", description="local (worker threads in this process) or "
+                                                                   "ray (replica actors on a Ray cluster)")
+    ray_address: str = Field("", description="Ray cluster to join (the address `ray start --head` prints); "
+                                             "empty: start a private one on this machine")
+    min_replicas: int = Field(1, ge=0, description="Ray replicas kept up even when idle (0: scale to zero)")
+    max_replicas: int = Field(2, ge=1, description="most Ray replicas the autoscaler starts")
+    ray_num_cpus: float = Field(1.0, ge=0, description="CPUs each Ray replica reserves on its node")
+    ray_num_gpus: float = Field(0.0, ge=0, description="GPUs each Ray replica reserves (and sees) on its node")
+    ray_resources: Annotated[dict[str, NonNegativeFloat], BeforeValidator(_json_object)] = Field(
+        {}, description="custom Ray resources each replica reserves, as JSON, e.g. {\"A100\": 1}")
+    jobs_per_replica: int = Field(1, ge=1, description="jobs one Ray replica runs at once")
+    target_latency_seconds: float = Field(60.0, gt=0, description="autoscaling target: a video finishes within "
+                                                                  "this long of its submission")
+    seconds_per_job: float = Field(30.0, gt=0, description="autoscaling's estimate of one job's time until "
+                                                           "jobs have been timed")
+    scale_up_cooldown_seconds: float = Field(30.0, ge=0, description="after a scale event, before adding replicas")
+    scale_down_cooldown_seconds: float = Field(300.0, ge=0, description="after a scale event, before removing "
+                                                                        "idle replicas")
+    health_check_seconds: float = Field(5.0, gt=0, description="how often each Ray replica is pinged; one that "
+                                                               "does not answer within this long is replaced")
     lease_seconds: float = Field(30.0, gt=0, description="a claimed job returns to the queue after this long "
                                                           "without a heartbeat")
     max_attempts: int = Field(3, ge=1, description="claims of one job before it fails for good")
