@@ -26,7 +26,7 @@ from reelgen.rendering import read_video
 from tests.service.helpers import wait_until
 from tests.service.live import Server
 
-pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # "replica ray-1a2b3c-1 on node 0123456789ab (host vm, pid 123) runs video_..."
@@ -131,12 +131,14 @@ def _finished(http: httpx.Client, video_id: str, timeout: float = 180) -> dict:
                       timeout=timeout, interval=0.2, message=f"{video_id} to finish")
 
 
+@pytest.mark.slow
 def test_the_api_process_imports_no_torch(server):
     """The service process holds only the API and the dispatcher; the models live in the replicas."""
     maps = Path(f"/proc/{server.proc.pid}/maps").read_text()
     assert "libtorch" not in maps
 
 
+@pytest.mark.slow
 def test_a_burst_scales_up_to_a_replica_on_the_second_node_and_back_down(server):
     http = server.http()
     wait_until(lambda: _replicas(http).get("idle") == 1, timeout=180, interval=0.5, message="the first replica")
@@ -163,6 +165,7 @@ def test_a_burst_scales_up_to_a_replica_on_the_second_node_and_back_down(server)
     assert any("idle replicas not needed" in line["message"] for line in _log(server))
 
 
+@pytest.mark.slow
 def test_a_replica_killed_mid_job_has_its_job_completed_by_another(server):
     http = server.http()
     wait_until(lambda: sum(_replicas(http).values()) >= 1 and _replicas(http)["starting"] == 0, timeout=60,
@@ -191,3 +194,28 @@ def test_a_replica_killed_mid_job_has_its_job_completed_by_another(server):
     assert len(list(attempts.iterdir())) == 1
     # the dead replica was replaced: the minimum of one is back
     wait_until(lambda: _replicas(http).get("idle") == 1, timeout=60, interval=0.2, message="a replacement")
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--min-replicas", "3", "--max-replicas", "2"], "min_replicas <= max_replicas"),
+    (["--executor", "banana"], "executor"),
+    (["--ray-resources", '{"A100": -1}'], "ray_resources"),
+])
+def test_bad_ray_settings_stop_serve_with_a_message_before_ray_starts(tmp_path, flags, message):
+    result = subprocess.run([sys.executable, "-m", "reelgen.cli", "serve", "--data-dir", str(tmp_path), "--executor",
+                             "ray", *flags], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert message in result.stderr and "reelgen serve: error" in result.stderr
+
+
+def test_replicas_get_absolute_paths_for_local_files(tmp_path, monkeypatch):
+    from reelgen.service.executors.ray import _portable
+    from reelgen.service.settings import ServiceSettings
+
+    monkeypatch.chdir(tmp_path)
+    settings = _portable(ServiceSettings(data_dir=Path("data"), model_dir=Path("model"), signing_secret="s"))
+    assert settings.database_url == f"sqlite:///{tmp_path}/data/jobs.db"
+    assert settings.storage_url == f"{tmp_path}/data/files" and settings.model_dir == tmp_path / "model"
+    remote = _portable(ServiceSettings(database_url="postgresql+psycopg://u:p@db/jobs", storage_url="s3://b/r",
+                                       signing_secret="s"))
+    assert remote.database_url == "postgresql+psycopg://u:p@db/jobs" and remote.storage_url == "s3://b/r"
