@@ -158,6 +158,10 @@ def test_a_burst_scales_up_to_a_replica_on_the_second_node_and_back_down(server)
     assert all(len(r) == 1 for r in runs)
     assert len({r[0]["node"] for r in runs}) == 2
     assert len({r[0]["replica"] for r in runs}) == 2
+    # the replicas' stage timings reach the service's own /metrics
+    metrics = http.get("/metrics").text
+    assert 'reelgen_jobs_finished_total{status="completed"} 8.0' in metrics
+    assert 'reelgen_job_stage_duration_seconds_count{stage="denoise"} 8.0' in metrics
 
     # the queue is empty: after the 3 s cooldown the idle extra replica goes, the minimum of one stays
     wait_until(lambda: _replicas(http) == {"starting": 0, "idle": 1, "busy": 0}, timeout=30, interval=0.2,

@@ -71,6 +71,7 @@ class RayExecutor:
                                     scale_up_cooldown_s=settings.scale_up_cooldown_seconds,
                                     scale_down_cooldown_s=settings.scale_down_cooldown_seconds)
         self.settings, self.store = settings, store
+        self.metrics = metrics or ServiceMetrics()
         # A driver's logs stay in this process's format; replicas log to Ray's session logs (`ray logs`).
         ray.init(address=settings.ray_address or None, namespace="reelgen", log_to_driver=False,
                  configure_logging=False)
@@ -90,8 +91,7 @@ class RayExecutor:
         self._last_start_failure = -math.inf
         self._threads = [threading.Thread(target=self._dispatch_loop, name="reelgen-ray-dispatcher", daemon=True),
                          threading.Thread(target=self._health_loop, name="reelgen-ray-health", daemon=True)]
-        if metrics is not None:
-            metrics.registry.register(_ReplicaCollector(self))
+        self.metrics.registry.register(_ReplicaCollector(self))
 
     # --- the Executor protocol ---
 
@@ -148,7 +148,7 @@ class RayExecutor:
                 return
             # least busy, then least recently used: bursts spread over replicas (and so over nodes)
             replica = min(free, key=lambda r: (len(r.running), r.last_dispatch))
-            job = self.store.claim(f"{replica.name}", models=self.model_states.keys())
+            job = self.store.claim(replica.name, models=self.model_states.keys())
             if job is None:
                 return
             with self._lock:
@@ -180,10 +180,14 @@ class RayExecutor:
     def _finished(self, job_id: str, token: int, seconds: float) -> None:
         job = self.store.get(job_id)
         self._deaths.pop(job_id, None)
-        if job is not None and job.status == JobStatus.COMPLETED and job.output_token == token:
+        if job is None:
+            return  # deleted while it ran
+        if job.status == JobStatus.COMPLETED and job.output_token == token:
             self._job_seconds.append(seconds)
-        if job is not None:
-            log.info("%s: %s after %.2fs", job_id, job.status, seconds)
+        if job.status in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED):
+            # the replica's own metrics are not scraped: its stage timings are counted here, from the record
+            self.metrics.job_finished(str(job.status), job.timings or {})
+        log.info("%s: %s after %.2fs", job_id, job.status, seconds)
 
     def _requeue(self, job_id: str, token: int) -> None:
         """Back to the queue now, not at lease expiry; a job that keeps killing replicas fails instead."""
