@@ -1,4 +1,4 @@
-"""Executors take queued jobs from the store and run them: local threads, or Ray actors (executors.ray, imported only when configured)."""
+"""Executors take queued jobs from the store and run them: local threads, or Ray actors (executors.ray)."""
 
 from reelgen.service.executors.base import Executor
 from reelgen.service.executors.local import LocalExecutor
