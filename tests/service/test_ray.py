@@ -30,7 +30,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 RAY = str(Path(sys.executable).with_name("ray"))
 # "replica ray-1a2b3c-1 on node 0123456789ab (host vm, pid 123) runs video_..."
-RUNS = re.compile(r"replica (?P<replica>\S+) on node (?P<node>\w+) \(host \S+, pid (?P<pid>\d+)\) runs (?P<job>video_\w+)")
+RUNS = re.compile(r"replica (?P<replica>\S+) on node (?P<node>\w+) \(host \S+, pid (?P<pid>\d+)\) "
+                  r"runs (?P<job>video_\w+)")
 
 
 def _free_port() -> int:
