@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,6 +70,7 @@ def ray_cluster():
             node.send_signal(signal.SIGTERM)  # each drains and stops its own processes
             node.wait(timeout=120)
         log.close()
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def _nodes(address: str) -> int:
