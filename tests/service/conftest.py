@@ -24,6 +24,26 @@ def store(tmp_path, clock) -> JobStore:
     store.close()
 
 
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on a loopback port for the whole session (tests/service/postgres.py)."""
+    from tests.service.postgres import PostgresServer
+
+    server = PostgresServer()
+    try:
+        yield server.start()
+    finally:
+        server.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def database_url(request, tmp_path) -> str:
+    """An empty job database of each kind the store supports: a SQLite file, a new PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'jobs.db'}"
+    return request.getfixturevalue("postgres").create_database()
+
+
 @pytest.fixture
 def storage(tmp_path) -> ObjectStore:
     return ObjectStore(str(tmp_path / "files"))

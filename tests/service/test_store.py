@@ -5,9 +5,23 @@ from __future__ import annotations
 import threading
 
 import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.operations import Operations
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect
 
-from reelgen.service.jobs import JobConflict, JobStatus, JobStore
+from reelgen.service.jobs import JobConflict, JobStatus, JobStore, schema
 from tests.service.helpers import new_job
+
+
+@pytest.fixture
+def store(database_url, clock) -> JobStore:
+    """The store on SQLite and on a real PostgreSQL: every test here runs on both."""
+    store = JobStore(database_url, lease_seconds=10, max_attempts=2, retention_seconds=100, clock=clock)
+    store.create_schema()
+    yield store
+    store.close()
 
 
 def test_added_job_is_queued_and_durable(store, tmp_path):
@@ -179,3 +193,73 @@ def test_retention_lists_finished_jobs_whose_time_is_up(store, clock):
 def test_in_memory_sqlite_is_refused_with_a_reason():
     with pytest.raises(ValueError, match="in-memory"):
         JobStore("sqlite://")
+
+
+# --- the schema: Alembic migrations on both databases ---
+
+
+def test_migrations_from_empty_build_exactly_the_models_schema(database_url):
+    store = JobStore(database_url)
+    assert schema.current(store.engine) is None
+    store.create_schema()
+    assert schema.current(store.engine) == schema.head()
+    with store.engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), schema.metadata())
+    assert diff == []
+    store.close()
+
+
+def test_the_models_schema_differs_from_an_older_revision(database_url):
+    # the comparison above can see a difference: a database one column short of the models shows it
+    engine = JobStore(database_url).engine
+    schema.upgrade(engine)
+    with engine.begin() as connection:
+        with Operations(MigrationContext.configure(connection)).batch_alter_table("jobs") as batch:
+            batch.drop_column("bytes_served")
+    with engine.connect() as connection:
+        diff = compare_metadata(MigrationContext.configure(connection), schema.metadata())
+    assert [(change[0], change[3].name) for change in diff] == [("add_column", "bytes_served")]
+    engine.dispose()
+
+
+def test_processes_starting_together_migrate_once(database_url):
+    stores = [JobStore(database_url) for _ in range(4)]
+    start = threading.Barrier(len(stores))
+    errors: list[Exception] = []
+
+    def upgrade(store: JobStore) -> None:
+        start.wait()
+        try:
+            store.create_schema()
+        except Exception as e:  # what a lost race looks like: "table jobs already exists"
+            errors.append(e)
+
+    threads = [threading.Thread(target=upgrade, args=(store,), daemon=True) for store in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)  # unserialized, PostgreSQL's racing CREATE TABLEs can also wait on each other
+    assert not any(t.is_alive() for t in threads) and errors == []
+    assert {schema.current(store.engine) for store in stores} == {schema.head()}
+    for store in stores:
+        store.close()
+
+
+def test_a_database_made_before_migrations_is_adopted_with_its_jobs(database_url):
+    store = JobStore(database_url)
+    schema.metadata().create_all(store.engine)  # what create_schema did before migrations
+    job = store.add(new_job())
+    store.create_schema()
+    assert schema.current(store.engine) == schema.head() and store.get(job.id).prompt == "a red circle"
+    store.close()
+
+
+def test_downgrade_to_empty_and_upgrade_again(database_url):
+    store = JobStore(database_url)
+    store.create_schema()
+    with store.engine.begin() as connection:
+        command.downgrade(schema.config(connection), "base")
+    assert set(inspect(store.engine).get_table_names()) == {"alembic_version"}
+    store.create_schema()
+    assert store.claim("w") is None and schema.current(store.engine) == schema.head()
+    store.close()

@@ -3,10 +3,15 @@
 Every write a worker makes is fenced: it names the lease token it was given, and
 matches no row once the job was re-claimed, cancelled or deleted. A stale worker
 therefore learns it lost the job at its next heartbeat and can never complete it.
+
+Runs on SQLite (one machine) and PostgreSQL (many; `postgresql+psycopg://...`), whose schema is kept by the
+migrations in schema.py. Claims on PostgreSQL lock the row they take (`FOR UPDATE SKIP LOCKED`), so workers
+in any number of processes never wait on, nor take, each other's jobs.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from collections.abc import Callable, Collection
@@ -15,13 +20,17 @@ from typing import Literal
 
 from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
 
-from reelgen.service.jobs.models import Base, Job
+from reelgen.service.jobs import schema
+from reelgen.service.jobs.models import Job
 from reelgen.service.jobs.states import ACTIVE, JobStatus
 
-# How many queued jobs one claim considers: enough that workers racing for the oldest
-# job each move on to another instead of coming back empty-handed.
+log = logging.getLogger(__name__)
+
+# How many queued jobs one claim considers where rows cannot be locked (SQLite): enough that workers racing
+# for the oldest job each move on to another instead of coming back empty-handed.
 _CLAIM_CANDIDATES = 8
 
 
@@ -46,9 +55,13 @@ class JobStore:
         self.max_attempts = max_attempts
         self.retention_seconds = retention_seconds
         self.clock = clock  # injectable, so lease expiry is tested without sleeping
+        # A worker's writes outlast a database restart by retrying this long; longer is pointless, as by then
+        # its lease has lapsed and the job is another attempt's.
+        self.retry_seconds = lease_seconds
 
     def create_schema(self) -> None:
-        Base.metadata.create_all(self.engine)
+        """Create or upgrade the tables to the newest schema (Alembic migrations; safe from several processes)."""
+        schema.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -120,11 +133,13 @@ class JobStore:
         query = select(Job.id).where(Job.status == JobStatus.QUEUED)
         if models is not None:
             query = query.where(Job.model.in_(models))
+        # PostgreSQL locks the row it selects and SKIP LOCKED passes over rows other claims hold, so the first
+        # candidate is already ours alone. SQLite ignores the clause and serializes writers instead, and a
+        # candidate can be gone by the UPDATE: the status check there is what makes a claim exclusive.
+        limit = 1 if self.engine.dialect.name == "postgresql" else _CLAIM_CANDIDATES
         with self._session.begin() as session:
-            # SKIP LOCKED lets PostgreSQL workers pass over rows another claim holds; SQLite ignores it and
-            # serializes writers instead. Either way the status check below is what makes a claim exclusive.
             candidates = session.scalars(
-                query.order_by(Job.created_at).limit(_CLAIM_CANDIDATES).with_for_update(skip_locked=True),
+                query.order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True),
             ).all()
             for job_id in candidates:
                 won = session.execute(
@@ -191,11 +206,36 @@ class JobStore:
             session.execute(update(Job).where(Job.id == job_id).values(files_deleted=True))
 
     def _fenced(self, job_id: str, token: int, **values) -> bool:
-        with self._session.begin() as session:
-            return session.execute(
-                update(Job).where(Job.id == job_id, Job.lease_token == token, Job.status == JobStatus.IN_PROGRESS)
-                .values(**values),
-            ).rowcount == 1
+        """One write of the lease holder, retried through a database outage of up to `retry_seconds`."""
+        fence = (Job.id == job_id, Job.lease_token == token)
+
+        def write() -> bool:
+            with self._session.begin() as session:
+                return session.execute(
+                    update(Job).where(*fence, Job.status == JobStatus.IN_PROGRESS).values(**values),
+                ).rowcount == 1
+
+        def landed() -> bool:
+            # The connection can drop after a COMMIT went through but before its answer came back: the retry
+            # then matches nothing, yet the write is there. A state change is recognized by its fixed columns.
+            if "status" not in values:
+                return False
+            checked = {name: values[name] for name in ("status", "output_token", "error_code") if name in values}
+            with self._session() as session:
+                row = session.execute(select(*(getattr(Job, n) for n in checked)).where(*fence)).first()
+            return row is not None and tuple(row) == tuple(checked.values())
+
+        deadline = time.monotonic() + self.retry_seconds
+        delay, retried = 0.1, False
+        while True:
+            try:
+                return write() or (retried and landed())
+            except OperationalError:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("the job store is unreachable; retrying a write for %s in %.1fs", job_id, delay)
+                time.sleep(delay)
+                delay, retried = min(2 * delay, 2.0), True
 
     def _finished(self, now: float) -> dict:
         """Columns every terminal state sets: the lease ends and the retention clock starts."""
