@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.concurrency import run_in_threadpool
 
 from reelgen.backends.base import Generator
 from reelgen.service.api import Services, build_api
+from reelgen.service.api.errors import error_body
 from reelgen.service.api.monitoring import install_monitoring
 from reelgen.service.api.schemas import VideoPublic
 from reelgen.service.delivery import LinkSigner
@@ -71,6 +75,15 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
             store.close()
 
     app = build_api(services, lifespan)
+    app.add_exception_handler(OperationalError, _database_unavailable)
     install_monitoring(app, metrics, model_states)
     return app
+
+
+async def _database_unavailable(_: Request, e: OperationalError) -> JSONResponse:
+    # The database restarts or fails over: a 503 tells a client to retry (the openai SDK does by itself), where
+    # a 500 would say the request itself broke something. pool_pre_ping reconnects once it is back.
+    logging.getLogger(__name__).warning("the job store is unreachable: %s", e.orig)
+    return JSONResponse(error_body(503, "The job store is unavailable; retry shortly.", code="database_unavailable"),
+                        503, headers={"Retry-After": "1"})
 
