@@ -257,13 +257,43 @@ def _run_plan(args) -> int:
     return 0
 
 
+def _add_db(sub) -> None:
+    p = sub.add_parser("db", help="the job store's schema: upgrade it to this version, or show where it is",
+                       description="Alembic migrations of the job store. `reelgen serve` upgrades the database at "
+                                   "start by itself; `reelgen db upgrade` does it ahead of a rollout.")
+    p.add_argument("action", choices=["upgrade", "current"])
+    p.add_argument("--database-url", default=None,
+                   help="SQLAlchemy URL, e.g. postgresql+psycopg://user@host/reelgen (default: REELGEN_DATABASE_URL, "
+                        "else SQLite in REELGEN_DATA_DIR, as `reelgen serve`)")
+    p.set_defaults(func=_run_db)
+
+
+def _run_db(args) -> int:
+    from sqlalchemy.exc import OperationalError
+
+    from reelgen.service.jobs import JobStore, schema
+    from reelgen.service.settings import ServiceSettings
+
+    store = JobStore(args.database_url or ServiceSettings().database_url)
+    try:
+        if args.action == "upgrade":
+            store.create_schema()
+        print(f"{store.engine.url}: at revision {schema.current(store.engine) or 'none (empty)'}, "
+              f"this version's head is {schema.head()}")
+    except OperationalError as e:
+        raise OSError(f"cannot reach the database {store.engine.url}: {e.orig}") from e
+    finally:
+        store.close()
+    return 0
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """Every command's parser, or only `command`'s: train's flags come from a torch module, and `serve`
     with the Ray executor must not import torch."""
     parser = argparse.ArgumentParser(prog="reelgen", description="Self-hostable AI video generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders = {"generate": _add_generate, "eval": _add_eval, "train": _add_train, "serve": _add_serve,
-              "plan": _add_plan}
+              "plan": _add_plan, "db": _add_db}
     for name, add in adders.items():
         if command in (None, name):
             add(sub)
@@ -272,7 +302,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser("serve" if argv[:1] == ["serve"] else None).parse_args(argv)
+    args = build_parser(argv[0] if argv[:1] in (["serve"], ["db"]) else None).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

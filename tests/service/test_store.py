@@ -11,6 +11,7 @@ from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
+from reelgen.cli import main
 from reelgen.service.jobs import JobConflict, JobStatus, JobStore, schema
 from tests.service.helpers import new_job
 
@@ -263,3 +264,16 @@ def test_downgrade_to_empty_and_upgrade_again(database_url):
     store.create_schema()
     assert store.claim("w") is None and schema.current(store.engine) == schema.head()
     store.close()
+
+
+def test_the_db_command_upgrades_and_reports_the_revision(database_url, capsys):
+    assert main(["db", "current", "--database-url", database_url]) == 0
+    assert "at revision none (empty)" in capsys.readouterr().out
+    assert main(["db", "upgrade", "--database-url", database_url]) == 0
+    assert f"at revision {schema.head()}, this version's head is {schema.head()}" in capsys.readouterr().out
+
+
+def test_the_db_command_names_an_unreachable_database(capsys):
+    assert main(["db", "current", "--database-url", "postgresql+psycopg://reelgen@127.0.0.1:1/reelgen"]) == 2
+    assert "reelgen db: error: cannot reach the database postgresql+psycopg://reelgen@127.0.0.1:1/reelgen" in \
+        capsys.readouterr().err

@@ -1,7 +1,9 @@
 """Schema migrations of the job store (Alembic), run by the store itself: no alembic.ini, no separate step.
 
-The scripts live in `migrations/` beside this file and ship inside the package. A change to a table is a new
-revision there (`reelgen db revision -m "..." --database-url <a database at head>` writes it from the diff).
+The scripts live in `migrations/` beside this file and ship inside the package. A change to a model is a new
+revision there, written from the diff against a database at head, then read over and tidied:
+    with engine.begin() as c: alembic.command.revision(schema.config(c), "what changed", autogenerate=True)
+tests/service/test_store.py fails while the models and the migrations disagree.
 """
 
 from __future__ import annotations
