@@ -64,13 +64,12 @@ def test_unreachable_storage_is_not_ready(make_client, tmp_path):
 
 
 def test_unreachable_database_is_not_ready(make_client, tmp_path):
-    # idle workers and housekeeping that do not touch the database while it is swapped for a folder
-    client = make_client(FakeGenerator(), poll_seconds=600, housekeeping_seconds=600)
-    database = tmp_path / "data" / "jobs.db"
+    client = make_client(FakeGenerator(), storage_url=str(tmp_path / "files"))
     client.app.state.services.store.close()  # drop pooled connections: the next one opens the path anew
-    for suffix in ("", "-wal", "-shm"):
-        database.with_name(database.name + suffix).unlink(missing_ok=True)
-    database.mkdir()  # a folder where the database was: SQLite cannot open it
+    # A file where the database's folder was: SQLite cannot open the database, and no background thread
+    # (workers, housekeeping, webhooks) can create it again behind the test's back.
+    shutil.rmtree(tmp_path / "data")
+    (tmp_path / "data").write_text("not a folder")
     response = client.get("/readyz")
     assert response.status_code == 503
     checks = response.json()["checks"]
