@@ -54,6 +54,8 @@ def test_models_are_listed_with_their_limits(server):
     assert (models["tiny-wan"]["sizes"], models["tiny-wan"]["seconds"], models["tiny-wan"]["fps"]) == \
         (["16x16"], ["1"], 8)
     assert not models["tiny-wan"]["image_to_video"] and models["tiny-wan-i2v"]["image_to_video"]
+    assert "unipc" in models["tiny-wan"]["samplers"] and models["tiny-wan"]["default_sampler"] in \
+        models["tiny-wan"]["samplers"]
 
 
 def test_text_to_video_create_poll_download_decode(server):

@@ -207,6 +207,7 @@ def test_models_are_listed_with_their_sizes_and_seconds(client):
     model = models["data"][0]
     assert model["id"] == "reelgen-shapes" and model["object"] == "model"
     assert model["sizes"] == ["256x256", "512x512"] and model["seconds"] == ["1"]
+    assert model["samplers"] == ["ddim", "dpm++", "unipc", "euler", "ddpm"] and model["default_sampler"] == "dpm++"
     assert client.get("/v1/models/reelgen-shapes").json() == model
     _error(client.get("/v1/models/sora-2"), 404, "model")
 

@@ -177,6 +177,8 @@ class ModelPublic(BaseModel):
     native_size: str = Field(description="'WxH' the model generates before upscaling to `size`")
     default_steps: int
     default_guidance_scale: float
+    samplers: list[str] = Field(description="the `sampler` values this model accepts")
+    default_sampler: str
     image_to_video: bool
 
     @classmethod
@@ -185,7 +187,8 @@ class ModelPublic(BaseModel):
         return cls(id=spec.id, description=spec.description, sizes=list(spec.sizes), seconds=list(spec.seconds),
                    default_size=spec.default_size, default_seconds=spec.default_seconds, fps=spec.fps,
                    native_size=f"{width}x{height}", default_steps=spec.default_steps,
-                   default_guidance_scale=spec.default_guidance_scale, image_to_video=spec.image_to_video)
+                   default_guidance_scale=spec.default_guidance_scale, samplers=list(spec.samplers),
+                   default_sampler=spec.default_sampler, image_to_video=spec.image_to_video)
 
 
 class ModelList(BaseModel):
