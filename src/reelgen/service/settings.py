@@ -32,7 +32,17 @@ class ServiceSettings(BaseSettings):
 
     data_dir: Path = Field(Path("reelgen-data"), description="where the default database and files live")
     database_url: str = Field("", description="SQLAlchemy URL of the job store; default: SQLite in data_dir")
-    storage_url: str = Field("", description="fsspec URL of the object store; default: data_dir/files")
+    storage_url: str = Field("", description="fsspec URL of the object store, e.g. s3://bucket/prefix; default: "
+                                             "data_dir/files")
+    # s3:// credentials and region come from the usual AWS_* variables (or ~/.aws), read by botocore itself
+    storage_endpoint_url: str = Field("", description="endpoint of an S3-compatible store (MinIO, Ceph, R2...) for "
+                                                      "s3:// storage; default: AWS_ENDPOINT_URL, else AWS")
+    presign_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600,
+                                 description="s3:// storage: downloads redirect to a presigned URL valid this long "
+                                             "(at most 7 days, S3's limit)")
+    storage_retry_seconds: float = Field(60.0, ge=0, description="storing a finished video is retried through an "
+                                                                 "object store outage this long; then the job is "
+                                                                 "re-queued, or fails after max_attempts")
     model_dir: Path | None = Field(None, description="a reelgen model folder; default: the built-in model")
     models_file: Path | None = Field(None, description="a models.toml naming every model to serve (built-in or "
                                                         "diffusers); replaces model_dir")
