@@ -29,7 +29,7 @@ class CFGParallel:
         self.rank = td.get_rank(group)
 
     def __call__(self, model, x: torch.Tensor, t: torch.Tensor, cond: TextEmbedding, uncond: TextEmbedding,
-                 scale: float) -> torch.Tensor:
+                 scale: float | torch.Tensor) -> torch.Tensor:
         """x (B, C, F, H, W), t (B,) -> uncond + scale * (cond - uncond), shape of x, on both ranks."""
         if scale == 1.0:  # guidance off: both ranks run the one pass rather than wait for each other
             return model(x, t, cond.tokens, cond.mask, cond.pooled)

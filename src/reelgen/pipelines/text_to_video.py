@@ -6,7 +6,7 @@ import inspect
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +23,9 @@ from reelgen.pipelines.request import GUIDANCE_WARN_ABOVE, SAMPLER_NAMES, Genera
 # The request module names samplers without importing diffusers; keep the two in step.
 assert tuple(SAMPLERS) == SAMPLER_NAMES, "pipelines.request.SAMPLER_NAMES must list diffusion.schedule.SAMPLERS"
 
-# (model, x, t, cond, uncond, scale) -> prediction, as diffusion.guidance.guided_prediction.
-Guidance = Callable[[VideoTransformer, torch.Tensor, torch.Tensor, TextEmbedding, TextEmbedding, float], torch.Tensor]
+# (model, x, t, cond, uncond, scale: float or (B, 1, 1, 1, 1)) -> prediction, as diffusion.guidance.guided_prediction.
+Guidance = Callable[[VideoTransformer, torch.Tensor, torch.Tensor, TextEmbedding, TextEmbedding, float | torch.Tensor],
+                    torch.Tensor]
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "builtin"
 
@@ -52,17 +53,36 @@ class TextToVideoPipeline:
     def resolution(self) -> int:
         return self.model.cfg.resolution
 
-    @torch.no_grad()
     def __call__(self, requests: list[GenerationRequest], *, on_step: Callable[[int, int], None] | None = None,
                  cancel: threading.Event | None = None, progress: bool = False,
                  timings: dict[str, float] | None = None) -> np.ndarray:
-        """Generate a batch of videos -> uint8 (B, F, H, W, 3).
+        """Generate a batch of videos -> uint8 (B, F, H, W, 3), all or none.
 
-        Requests in one batch must share frames, steps, sampler and guidance
-        scale; each keeps its own prompt, negative prompt and seed.
+        Requests in one batch must share frames, steps and sampler; each keeps
+        its own prompt, negative prompt, seed and guidance scale.
         `on_step(done, total)` runs after every denoising step; setting `cancel`
         stops the loop before the next step with GenerationCancelled.
         `timings`, if given, receives seconds spent encoding text, denoising and decoding.
+        """
+        on_steps = [on_step] + [None] * (len(requests) - 1)  # once per step, not once per request
+        videos = self.generate_each(requests, on_steps=on_steps, cancels=[cancel] * len(requests),
+                                    progress=progress, timings=timings)
+        if any(video is None for video in videos):
+            raise GenerationCancelled("cancelled before the last denoising step")
+        return np.stack(videos)
+
+    @torch.no_grad()
+    def generate_each(self, requests: list[GenerationRequest], *,
+                      on_steps: Sequence[Callable[[int, int], None] | None] | None = None,
+                      cancels: Sequence[threading.Event | None] | None = None, progress: bool = False,
+                      timings: dict[str, float] | None = None) -> list[np.ndarray | None]:
+        """Generate a batch of videos under per-request control -> per request uint8 (F, H, W, 3), or None
+        for a request its cancel stopped.
+
+        `on_steps[i](done, total)` runs after every step request i takes part in; once `cancels[i]` is set,
+        request i leaves the batch before the next step and the others go on in a smaller batch. A request's
+        video equals the one it gets alone up to the rounding of batched matmuls (within 1 grey level,
+        tests/pipelines/test_batched.py); one batch composition, cancels included, gives the same videos bit for bit.
         """
         # 0. validate
         if not requests:
@@ -70,64 +90,85 @@ class TextToVideoPipeline:
         for req in requests:
             req.check(self.max_frames)
         first = requests[0]
-        shared = ("frames", "steps", "sampler", "guidance_scale")
+        shared = ("frames", "steps", "sampler")
         if any(getattr(r, k) != getattr(first, k) for r in requests for k in shared):
             raise ValueError(f"a batch must share {', '.join(shared)}")
-        if first.guidance_scale > GUIDANCE_WARN_ABOVE:
-            warnings.warn(f"guidance scale {first.guidance_scale} > {GUIDANCE_WARN_ABOVE} usually "
-                          "oversaturates colours and freezes motion", stacklevel=2)
-        cfg = self.model.cfg
         b = len(requests)
+        on_steps = list(on_steps or [None] * b)
+        cancels = list(cancels or [None] * b)
+        if not len(on_steps) == len(cancels) == b:
+            raise ValueError(f"{b} requests need {b} on_steps and cancels, got {len(on_steps)} and {len(cancels)}")
+        if max(r.guidance_scale for r in requests) > GUIDANCE_WARN_ABOVE:
+            warnings.warn(f"guidance scale above {GUIDANCE_WARN_ABOVE} usually oversaturates colours and freezes "
+                          "motion", stacklevel=2)
+        cfg = self.model.cfg
 
         clock = _Stopwatch(timings)
 
         # 1. encode prompts (cached per prompt)
         cond = self.text_encoder([r.prompt for r in requests])
         uncond = self.text_encoder([r.negative_prompt for r in requests])
+        scales = torch.tensor([r.guidance_scale for r in requests])  # (B,)
 
         clock.lap("encode_text")
 
-        # 2. timesteps
-        scheduler = make_scheduler(first.sampler)
-        scheduler.set_timesteps(first.steps)
+        # 2. timesteps: one scheduler per request. Samplers work elementwise, so a request takes exactly the
+        # steps it would take alone, and leaves the batch with its own scheduler state (multistep history).
+        schedulers = [make_scheduler(first.sampler) for _ in requests]
+        for scheduler in schedulers:
+            scheduler.set_timesteps(first.steps)
 
         # 3. initial noise, one generator per request so a video depends only on its own seed
         generators = [torch.Generator().manual_seed(r.seed) for r in requests]
-        shape = (cfg.channels, first.frames, cfg.resolution, cfg.resolution)
-        x = torch.stack([torch.randn(shape, generator=g) for g in generators])  # (B, C, F, H, W)
-        x = x * scheduler.init_noise_sigma
-        # Stochastic samplers (euler_a, ddpm) draw fresh noise per step; as diffusers'
-        # own pipelines do, pass generators only to schedulers whose step takes them.
-        step_kwargs = {}
-        if "generator" in inspect.signature(scheduler.step).parameters:
-            step_kwargs["generator"] = generators if b > 1 else generators[0]
+        shape = (1, cfg.channels, first.frames, cfg.resolution, cfg.resolution)
+        x = [torch.randn(shape, generator=g) * s.init_noise_sigma for g, s in zip(generators, schedulers)]
+        # Stochastic samplers (ddpm) draw fresh noise per step; as diffusers' own pipelines
+        # do, pass generators only to schedulers whose step takes them.
+        takes_generator = "generator" in inspect.signature(schedulers[0].step).parameters
+        step_kwargs = [{"generator": g} if takes_generator else {} for g in generators]
 
-        # 4. denoising loop
-        total = len(scheduler.timesteps)
-        for i, t in enumerate(tqdm(scheduler.timesteps, disable=not progress, desc="denoising", unit="step")):
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled(f"cancelled before step {i + 1} of {total}")
-            x_in = scheduler.scale_model_input(x, t)  # (B, C, F, H, W)
-            tt = torch.full((b,), float(t))  # (B,)
-            pred = self.predict(x_in, tt, cond, uncond, first.guidance_scale)  # (B, C, F, H, W)
-            x = scheduler.step(pred, t, x, **step_kwargs).prev_sample
-            if on_step is not None:
-                on_step(i + 1, total)
+        # 4. denoising loop over the requests still running
+        active = list(range(b))
+        timesteps = schedulers[0].timesteps
+        total = len(timesteps)
+        for i, t in enumerate(tqdm(timesteps, disable=not progress, desc="denoising", unit="step")):
+            active = [k for k in active if cancels[k] is None or not cancels[k].is_set()]
+            if not active:
+                break
+            index = torch.tensor(active)
+            x_in = torch.cat([schedulers[k].scale_model_input(x[k], t) for k in active])  # (A, C, F, H, W)
+            tt = torch.full((len(active),), float(t))  # (A,)
+            pred = self.predict(x_in, tt, cond[index], uncond[index], _scale(scales[index]))  # (A, C, F, H, W)
+            for k, p in zip(active, pred.split(1)):
+                x[k] = schedulers[k].step(p, t, x[k], **step_kwargs[k]).prev_sample  # (1, C, F, H, W)
+            for k in active:
+                if on_steps[k] is not None:
+                    on_steps[k](i + 1, total)
 
         clock.lap("denoise")
 
         # 5. decode: pixel space, so only a colour-space conversion
-        frames = model_to_frames(x, cfg.color_space)  # (B, F, H, W, 3)
+        finished = set(active)
+        videos = [model_to_frames(x[k], cfg.color_space)[0] if k in finished else None for k in range(b)]
         clock.lap("decode")
-        return frames
+        return videos
 
     def predict(self, x: torch.Tensor, t: torch.Tensor, cond: TextEmbedding, uncond: TextEmbedding,
-                scale: float) -> torch.Tensor:
+                scale: float | torch.Tensor) -> torch.Tensor:
         """The guided model prediction for latents x (B, C, F, H, W) at timesteps t (B,): one denoising step's work.
+        `scale` is one guidance scale, or one per request shaped (B, 1, 1, 1, 1).
 
         Subclasses change how a step covers the clip (LongVideoPipeline: overlapping windows).
         """
         return self.guidance(self.model, x, t, cond, uncond, scale)
+
+
+def _scale(scales: torch.Tensor) -> float | torch.Tensor:
+    """Per-request guidance scales (B,) -> one float when they agree (the cheaper unguided pass stays possible
+    at 1), else (B, 1, 1, 1, 1) to broadcast over the latents."""
+    if bool((scales == scales[0]).all()):
+        return float(scales[0])
+    return scales.view(-1, 1, 1, 1, 1)
 
 
 class _Stopwatch:
