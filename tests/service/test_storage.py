@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 import pytest
 
-from reelgen.service.storage import ObjectStore, attempt_prefix, attempts_prefix, input_key, job_prefix, output_key
+from reelgen.service.storage import (
+    ObjectStore,
+    StorageUnavailable,
+    attempt_prefix,
+    attempts_prefix,
+    input_key,
+    job_prefix,
+    output_key,
+)
 
 
 @pytest.fixture(params=["folder", "memory"])
@@ -55,3 +64,38 @@ def test_an_overwrite_replaces_the_whole_file(any_storage):
     any_storage.put(key, b"a much longer first version")
     any_storage.put(key, b"short")
     assert any_storage.get(key) == b"short"
+
+
+def test_a_write_that_reads_back_short_is_an_error(any_storage, monkeypatch):
+    key = output_key("video_1", 1, "video", "mp4")
+    write = any_storage.fs.pipe_file
+    monkeypatch.setattr(any_storage.fs, "pipe_file", lambda path, data, **kw: write(path, data[:-1], **kw))
+    with pytest.raises(OSError, match="reads back as"):
+        any_storage.put(key, b"0123456789")
+
+
+def test_put_retrying_outlasts_a_short_outage_and_gives_up_after_retry_seconds(monkeypatch):
+    storage = ObjectStore(f"memory://{uuid.uuid4().hex}/files", retry_seconds=30)
+    write, failures = storage.fs.pipe_file, []
+
+    def flaky(path, data, **kwargs):
+        if len(failures) < 2:
+            failures.append(path)
+            raise ConnectionError("store unreachable")
+        write(path, data, **kwargs)
+
+    monkeypatch.setattr(storage.fs, "pipe_file", flaky)
+    key = output_key("video_1", 1, "video", "mp4")
+    storage.put_retrying(key, b"data", stop=threading.Event())
+    assert len(failures) == 2 and storage.get(key) == b"data"
+
+    failures.clear()
+    storage.retry_seconds = 0  # no time for a retry: the first failure is final
+    with pytest.raises(StorageUnavailable, match="ConnectionError: store unreachable"):
+        storage.put_retrying(key, b"new", stop=threading.Event())
+    storage.retry_seconds, stopped = 30, threading.Event()
+    stopped.set()  # a cancelled job stops waiting for the store at once
+    failures.clear()
+    with pytest.raises(StorageUnavailable):
+        storage.put_retrying(key, b"new", stop=stopped)
+    assert storage.get(key) == b"data"

@@ -34,7 +34,7 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
     check_settings(settings)
     store = JobStore(settings.database_url, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
                      retention_seconds=settings.retention_seconds)
-    storage = ObjectStore(settings.storage_url)
+    storage = ObjectStore.from_settings(settings)
     metrics = ServiceMetrics(store, workers=settings.workers)
     if settings.executor == "ray":
         if generators is not None:

@@ -25,7 +25,8 @@ CREATE_BODY: dict[str, Any] = {
 
 _DESCRIPTIONS = {400: "invalid request", 401: "missing or wrong API key", 403: "invalid or expired signed link",
                  404: "no such video", 409: "not allowed in the video's current state",
-                 413: "request body too large", 415: "unsupported content type"}
+                 413: "request body too large", 415: "unsupported content type",
+                 503: "the job store or file store is unavailable; retry shortly"}
 
 
 def errors(*statuses: int) -> dict[int | str, dict[str, Any]]:

@@ -10,6 +10,7 @@ from urllib.parse import urlencode
 
 import anyio
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.responses import RedirectResponse
 from fastapi.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
@@ -98,12 +99,21 @@ def retrieve_video(video: VideoDep, response: Response) -> VideoPublic:
     return VideoPublic.from_job(video)
 
 
-@router.delete("/videos/{video_id}", response_model=VideoDeleted, responses=errors(404),
+@router.delete("/videos/{video_id}", response_model=VideoDeleted, responses=errors(404, 503),
                summary="Delete a video and its files (a running one stops)", tags=["videos"])
 def delete_video(video_id: VideoId, store: StoreDep, storage: StorageDep) -> VideoDeleted:
+    # Files first: with the store down the video stays, whole, for the client to delete again. Once more after
+    # the record goes, for files a worker completed in between.
+    try:
+        storage.delete(job_prefix(video_id))
+    except Exception as e:
+        raise _storage_unavailable(e) from e
     if store.delete(video_id) is None:
         raise APIError.not_found(video_id)
-    storage.delete(job_prefix(video_id))
+    try:
+        storage.delete(job_prefix(video_id))
+    except Exception:
+        log.exception("the files of deleted video %s could not be removed", video_id)
     log.info("deleted %s and its files", video_id)
     return VideoDeleted(id=video_id)
 
@@ -171,9 +181,13 @@ def link_video(video: VideoDep, body: LinkCreate, services: ServicesDep, request
               "content": {t: {"schema": {"type": "string", "format": "binary"}}
                           for t in ("video/mp4", "video/webm", "image/gif", "image/jpeg")}},
         206: {"description": "the requested byte range"},
+        307: {"description": "S3 storage: the file is at a presigned URL of the store, valid presign_seconds "
+                             "at most (and no longer than a signed link or the video's retention)",
+              "headers": {"Location": {"description": "the presigned URL", "schema": {"type": "string"}}}},
         304: {"description": "the client's copy (If-None-Match) is current"},
         **errors(400, 401, 403, 404, 409),
         416: {"description": "the range starts past the end of the file"},
+        **errors(503),
     },
 )
 def download_video_content(
@@ -198,22 +212,35 @@ def download_video_content(
         raise APIError.not_found(video_id)
     _check_downloadable(video)
     key = output_key(video.id, video.output_token, variant, video.format)
-    info = services.storage.info(key)
+    storage = services.storage
+    try:
+        info = storage.info(key)
+    except Exception as e:
+        raise _storage_unavailable(e) from e
     if info is None:
         raise APIError(404, f"The {variant} of video {video.id} is missing from storage.", code="file_missing")
     now = time.time()
     max_age = min(_CACHE_SECONDS, int(video.expires_at - now)) if video.expires_at else _CACHE_SECONDS
     if signed:
         max_age = min(max_age, expires - int(now))
+    max_age = max(max_age, 0)
+    content_type = CONTENT_TYPES[video.format] if variant == "video" else CONTENT_TYPES["jpeg"]
+    disposition = f'inline; filename="{video.id}.{variant}.{key.rsplit(".", 1)[-1]}"'
+    # S3: the bytes come from the store itself, which answers Range and ETag requests on its own
+    url = storage.presign(key, max(min(services.settings.presign_seconds, max_age), 1), content_type=content_type,
+                          disposition=disposition)
+    if url is not None:
+        # the store's egress; a ranged download past the redirect is counted whole (this cannot see the range)
+        usage.add_bytes_served(services.store, video.id, info.size)
+        return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     # a keyed response must not be shared by a CDN; a signed or open one may be, until the link or file expires
     scope = "private" if services.settings.api_keys and not signed else "public"
     response = file_response(
-        services.storage, key, size=info.size, request_headers=request.headers,
+        storage, key, size=info.size, request_headers=request.headers,
         etag=f'"{video.id}.{video.output_token}.{variant}"', last_modified=video.completed_at,
-        content_type=CONTENT_TYPES[video.format] if variant == "video" else CONTENT_TYPES["jpeg"],
-        cache_control=f"{scope}, max-age={max(max_age, 0)}",
+        content_type=content_type, cache_control=f"{scope}, max-age={max_age}",
     )
-    response.headers["Content-Disposition"] = f'inline; filename="{video.id}.{variant}.{key.rsplit(".", 1)[-1]}"'
+    response.headers["Content-Disposition"] = disposition
     if response.status_code in (200, 206):  # counted when the response starts: egress of what was asked for
         usage.add_bytes_served(services.store, video.id, int(response.headers["content-length"]))
     return response
@@ -236,6 +263,12 @@ def retrieve_model(model: str, models: ModelsDep) -> ModelPublic:
     if model not in models:
         raise APIError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found")
     return ModelPublic.from_spec(models[model])
+
+
+def _storage_unavailable(e: Exception) -> APIError:
+    log.warning("the object store is unreachable: %s: %s", type(e).__name__, e)
+    return APIError(503, "The file store is unavailable; retry shortly.", code="storage_unavailable",
+                    headers={"Retry-After": "1"})
 
 
 def _check_downloadable(video: Job) -> None:

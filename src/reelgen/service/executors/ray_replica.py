@@ -39,7 +39,7 @@ class Replica:
             log.info("replica %s loaded %s in %.2fs", name, generator.spec.id, seconds)
         self.store = JobStore(settings.database_url, lease_seconds=settings.lease_seconds,
                               max_attempts=settings.max_attempts, retention_seconds=settings.retention_seconds)
-        self.runner = JobRunner(self.store, ObjectStore(settings.storage_url), {g.spec.id: g for g in generators},
+        self.runner = JobRunner(self.store, ObjectStore.from_settings(settings), {g.spec.id: g for g in generators},
                                 settings.heartbeat_seconds, prices=Prices.from_settings(settings))
         self._abort = threading.Event()
 

@@ -18,7 +18,14 @@ from reelgen.service.jobs import Job, JobStore
 from reelgen.service.logs import job_context
 from reelgen.service.metrics import ServiceMetrics
 from reelgen.service.settings import ServiceSettings
-from reelgen.service.storage import ObjectStore, attempt_prefix, attempts_prefix, input_key, output_key
+from reelgen.service.storage import (
+    ObjectStore,
+    StorageUnavailable,
+    attempt_prefix,
+    attempts_prefix,
+    input_key,
+    output_key,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,22 +69,42 @@ class JobRunner:
                 self.metrics.job_finished("completed", timings)
                 log.info("completed %s in %.2fs", job.id, sum(timings.values()))
             else:
-                self.storage.delete(attempt_prefix(job.id, token))
+                self._discard(job.id, token)
         except GenerationCancelled:
-            self.storage.delete(attempt_prefix(job.id, token))
+            self._discard(job.id, token)
             spent["bytes_stored"] = 0
             # Only a shutdown gives the job back; a cancel, delete or lost lease already took it away.
             if abort.is_set() and self.store.release(job.id, token):
                 log.info("re-queued %s on shutdown", job.id)
             elif self._record_usage(job, token, spent):  # the token still matches: cancelled, not re-claimed
                 self.metrics.job_finished("cancelled", timings)
+        # The job's new state first, then the cleanup: no heartbeat runs here, and with the store down the cleanup
+        # can take longer than the lease
+        except StorageUnavailable as e:
+            # the video was made but could not be kept: another attempt may find the store back
+            if job.attempts < self.store.max_attempts and self.store.requeue(job.id, token):
+                log.warning("re-queued %s (attempt %d of %d): %s", job.id, job.attempts, self.store.max_attempts, e)
+            else:
+                self._fail(job, token, "storage_unavailable", str(e), timings, spent)
+            self._discard(job.id, token)
         except Exception as e:
             log.exception("video %s failed", job.id)
-            self.storage.delete(attempt_prefix(job.id, token))
-            spent["bytes_stored"] = 0
-            self._record_usage(job, token, spent)
-            if self.store.fail(job.id, token, "generation_failed", f"{type(e).__name__}: {e}", timings):
-                self.metrics.job_finished("failed", timings)
+            self._fail(job, token, "generation_failed", f"{type(e).__name__}: {e}", timings, spent)
+            self._discard(job.id, token)
+
+    def _fail(self, job: Job, token: int, code: str, message: str, timings: dict[str, float], spent: dict) -> None:
+        spent["bytes_stored"] = 0
+        self._record_usage(job, token, spent)
+        if self.store.fail(job.id, token, code, message, timings):
+            self.metrics.job_finished("failed", timings)
+
+    def _discard(self, job_id: str, token: int) -> None:
+        """Remove what an attempt stored; if the store is down, the files go when another attempt completes
+        (_remove_other_attempts) or the job is deleted or expires."""
+        try:
+            self.storage.delete(attempt_prefix(job_id, token))
+        except Exception:
+            log.warning("could not remove the files of %s attempt %d", job_id, token, exc_info=True)
 
     def _record_usage(self, job: Job, token: int, spent: dict) -> bool:
         record = usage.job_usage(_device(self.generators.get(job.model)), spent["compute_seconds"],
@@ -130,8 +157,13 @@ class JobRunner:
         _beat(self.store, job.id, token, _RENDERED)
 
         clock = time.perf_counter()
-        for variant, data in files.items():
-            self.storage.put(output_key(job.id, token, variant, job.format), data)
+        for variant, data in files.items():  # each one read back and checked before complete() may run
+            try:
+                self.storage.put_retrying(output_key(job.id, token, variant, job.format), data, stop=cancel)
+            except StorageUnavailable:
+                if cancel.is_set():  # cancelled, deleted, lease lost or shutdown while waiting for the store
+                    raise GenerationCancelled("stopped while storing") from None
+                raise
             spent["bytes_stored"] += len(data)
         timings["store"] = time.perf_counter() - clock
 

@@ -168,6 +168,11 @@ class JobStore:
         return self._fenced(job_id, token, status=JobStatus.FAILED, error_code=code, error_message=message,
                             timings=timings, **self._finished(self.clock()))
 
+    def requeue(self, job_id: str, token: int) -> bool:
+        """Give a job back to the queue after a failure that may pass (its storage was down): the attempt counts."""
+        return self._fenced(job_id, token, status=JobStatus.QUEUED, progress=0, lease_owner=None,
+                            lease_expires_at=None)
+
     def release(self, job_id: str, token: int) -> bool:
         """Give a job back to the queue (graceful shutdown): the attempt does not count against max_attempts."""
         return self._fenced(job_id, token, status=JobStatus.QUEUED, attempts=Job.attempts - 1, progress=0,
