@@ -230,12 +230,18 @@ def test_readyz_reports_storage_not_ok_while_s3_is_down(make_client, s3, moto):
     wait_until(lambda: client.get("/readyz").status_code == 200, timeout=30, message="ready again")
 
 
-def test_a_job_stored_during_an_outage_is_retried_and_completes_once_s3_is_back(make_client, s3, moto):
+def _generating_when_s3_stops(make_client, moto, max_attempts: int) -> tuple[TestClient, GatedGenerator, str]:
+    """A job whose first attempt is generating when moto stops; it reaches its storing step at gate.release()."""
     generator = GatedGenerator()
-    client = make_client(generator, storage_retry_seconds=0.5, max_attempts=3)
+    client = make_client(generator, storage_retry_seconds=0.5, max_attempts=max_attempts)
     video_id = _create(client)
     wait_until(lambda: generator.started == 1, message="the first attempt to start generating")
     moto.stop()
+    return client, generator, video_id
+
+
+def test_a_job_stored_during_an_outage_is_retried_and_completes_once_s3_is_back(make_client, s3, moto):
+    client, generator, video_id = _generating_when_s3_stops(make_client, moto, max_attempts=3)
     generator.gate.release()  # attempt 1 renders and cannot store: re-queued, generated again
     wait_until(lambda: generator.started == 2, message="the second attempt")
     job = client.app.state.services.store.get(video_id)
@@ -255,11 +261,7 @@ def test_a_job_stored_during_an_outage_is_retried_and_completes_once_s3_is_back(
 
 
 def test_a_job_out_of_attempts_while_s3_is_down_fails_with_the_reason(make_client, s3, moto):
-    generator = GatedGenerator()
-    client = make_client(generator, storage_retry_seconds=0.5, max_attempts=1)
-    video_id = _create(client)
-    wait_until(lambda: generator.started == 1, message="the attempt to start generating")
-    moto.stop()
+    client, generator, video_id = _generating_when_s3_stops(make_client, moto, max_attempts=1)
     try:
         generator.gate.release()
         video = _wait(client, video_id, "completed", "failed")
