@@ -15,7 +15,8 @@ import numpy as np
 
 from reelgen.pipelines.request import DEFAULT_SAMPLER, SAMPLER_NAMES, GenerationCancelled, GenerationRequest
 
-__all__ = ["GenerationCancelled", "GenerationRequest", "GenerationResult", "Generator", "ModelSpec"]
+__all__ = ["BatchGenerator", "BatchResult", "GenerationCancelled", "GenerationRequest", "GenerationResult", "Generator",
+           "ModelSpec", "runs_batches"]
 
 
 @dataclass(frozen=True)
@@ -96,3 +97,26 @@ class Generator(Protocol):
         """Frames for a batch of compatible requests. `on_step(done, total)` after every denoising step;
         a set `cancel` raises GenerationCancelled within one step."""
         ...
+
+
+@dataclass
+class BatchResult:
+    videos: list[np.ndarray | None]  # per request: (F, H, W, 3) uint8 at native size, None if its cancel stopped it
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage of the whole batch
+
+
+class BatchGenerator(Generator, Protocol):
+    """A Generator that runs compatible requests (one model, size, frames, steps and sampler) as one batched
+    denoising pass, each request under its own control."""
+
+    def generate_each(self, requests: list[GenerationRequest], *,
+                      on_steps: list[Callable[[int, int], None] | None],
+                      cancels: list[threading.Event | None]) -> BatchResult:
+        """`on_steps[i](done, total)` after every step request i takes part in; a set `cancels[i]` takes request
+        i out of the batch before the next step (its video is None) while the others go on."""
+        ...
+
+
+def runs_batches(generator: Generator) -> bool:
+    """Whether the service may hand this generator several jobs at once; other generators get one at a time."""
+    return callable(getattr(generator, "generate_each", None))

@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from reelgen.backends.base import GenerationRequest, GenerationResult, ModelSpec
+from reelgen.backends.base import BatchResult, GenerationRequest, GenerationResult, ModelSpec
 from reelgen.models.transformer import VideoTransformerConfig, load_config
 from reelgen.pipelines.text_to_video import DEFAULT_MODEL_DIR, TextToVideoPipeline
 
@@ -52,3 +52,11 @@ class BuiltinGenerator:
         timings: dict[str, float] = {}
         frames = self._pipeline(requests, on_step=on_step, cancel=cancel, timings=timings)
         return GenerationResult(frames=frames, timings=timings)
+
+    def generate_each(self, requests: list[GenerationRequest], *,
+                      on_steps: list[Callable[[int, int], None] | None],
+                      cancels: list[threading.Event | None]) -> BatchResult:
+        self.load()
+        timings: dict[str, float] = {}
+        videos = self._pipeline.generate_each(requests, on_steps=on_steps, cancels=cancels, timings=timings)
+        return BatchResult(videos=videos, timings=timings)

@@ -47,7 +47,8 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
         generators = build_generators(settings) if generators is None else generators
         runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds,
                            prices=Prices.from_settings(settings), metrics=metrics)
-        executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds)
+        executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds,
+                                 batch_size=settings.batch_size, batch_wait_seconds=settings.batch_wait_ms / 1000)
         specs, model_states = [g.spec for g in generators], runner.model_states
     housekeeper = Housekeeper(store, storage, executor, settings.housekeeping_seconds)
     # an event's data is the video object exactly as GET /v1/videos/{id} returns it

@@ -41,6 +41,9 @@ class ServiceMetrics:
             "reelgen_job_stage_duration_seconds", "Seconds a job spent in each stage: queue_wait, model_load, "
             "encode_text, denoise, decode, render, store, and delivery per download", ["stage"],
             buckets=STAGE_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("reelgen_batch_size", "Jobs denoised together in one batched generation "
+                                    "(batches of more than one)", buckets=(2, 3, 4, 6, 8, 12, 16, 32),
+                                    registry=self.registry)
         self.jobs_finished = Counter("reelgen_jobs_finished", "Jobs this process's workers brought to an outcome",
                                      ["status"], registry=self.registry)
         self.requests = Counter("reelgen_http_requests", "HTTP requests by route template and status",

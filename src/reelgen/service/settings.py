@@ -48,6 +48,12 @@ class ServiceSettings(BaseSettings):
                                                         "diffusers); replaces model_dir")
 
     workers: int = Field(1, ge=1, description="worker threads generating videos in this process")
+    # Batching (local executor): a worker that claims a job also claims compatible queued ones (same model, size,
+    # frames, steps, sampler) and denoises them in one batched pass, if the model runs batches (the built-in does).
+    batch_size: int = Field(4, ge=1, description="most jobs one worker denoises together in one batched pass "
+                                                 "(1: one at a time); the Ray executor runs one at a time")
+    batch_wait_ms: float = Field(0.0, ge=0, description="how long a worker holding fewer than batch_size compatible "
+                                                        "jobs waits for more to be queued before it starts")
 
     # The Ray executor (service/executors/ray.py, docs/scaling.md): replicas are Ray actors, min..max of them.
     executor: Literal["local", "ray"] = Field("local", description="local (worker threads in this process) or "

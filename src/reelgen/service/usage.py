@@ -38,10 +38,11 @@ def device_kind(device: str) -> str:
 
 
 def job_usage(device: str, compute_seconds: float, bytes_stored: int, retention_hours: float,
-              prices: Prices) -> dict[str, Any]:
+              prices: Prices, batch_size: int = 1) -> dict[str, Any]:
     """The record one attempt leaves on its job: quantities, and the cost of compute and storage at `prices`.
 
-    Storage is charged for the whole retention period up front: the files live exactly that long.
+    Storage is charged for the whole retention period up front: the files live exactly that long. A job
+    denoised in a batch of `batch_size` is charged its share of the batch's compute seconds.
     """
     kind = device_kind(device)
     return {
@@ -49,6 +50,7 @@ def job_usage(device: str, compute_seconds: float, bytes_stored: int, retention_
         "compute_seconds": compute_seconds,
         "bytes_stored": bytes_stored,
         "retention_hours": retention_hours,
+        "batch_size": batch_size,
         "egress_price_per_gb": prices.egress_per_gb,
         "cost": {
             "compute": compute_seconds / 3600 * prices.device_per_hour.get(kind, 0.0),

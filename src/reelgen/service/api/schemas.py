@@ -118,6 +118,8 @@ class VideoPublic(BaseModel):
                                                   "denoise, decode, render, store")
     usage: VideoUsage | None = Field(None, description="compute, storage and downloads of the attempt that "
                                                        "finished the video, and their estimated cost")
+    batch_size: int | None = Field(None, description="videos denoised together in the batch that made this one "
+                                                     "(1: alone); its compute_seconds are its share of the batch")
 
     @classmethod
     def from_job(cls, job: Job) -> VideoPublic:
@@ -129,6 +131,7 @@ class VideoPublic(BaseModel):
             seed=job.seed, negative_prompt=job.negative_prompt, guidance_scale=job.guidance_scale,
             num_inference_steps=job.steps, sampler=job.sampler, fps=job.fps, format=job.format, frames=job.frames,
             attempts=job.attempts, timings=job.timings or {}, usage=video_usage(job),
+            batch_size=(job.usage or {}).get("batch_size"),
         )
 
 

@@ -9,19 +9,23 @@ import threading
 import time
 import uuid
 
+from reelgen.backends.base import runs_batches
 from reelgen.service.executors.runner import JobRunner
-from reelgen.service.jobs import JobStore
+from reelgen.service.jobs import Job, JobStore
 from reelgen.service.logs import job_context
 
 log = logging.getLogger(__name__)
 
 
 class LocalExecutor:
-    def __init__(self, store: JobStore, runner: JobRunner, *, workers: int = 1, poll_seconds: float = 1.0):
+    def __init__(self, store: JobStore, runner: JobRunner, *, workers: int = 1, poll_seconds: float = 1.0,
+                 batch_size: int = 1, batch_wait_seconds: float = 0.0):
         self.store = store
         self.runner = runner
         self.workers = workers
         self.poll_seconds = poll_seconds
+        self.batch_size = batch_size  # jobs a worker denoises together, for generators that run batches
+        self.batch_wait_seconds = batch_wait_seconds
         # unique per process, so a lease names the process that holds it
         self.name = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wakeups = threading.Semaphore(0)
@@ -62,9 +66,30 @@ class LocalExecutor:
             if job is None:
                 self._wakeups.acquire(timeout=self.poll_seconds)
                 continue
-            with job_context(job.id):
-                log.info("%s runs %s (attempt %d)", worker, job.id, job.attempts)
-                try:
-                    self.runner.run(job, self._abort)
-                except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
+            jobs = [job, *self._claim_partners(worker, job)]
+            for each in jobs:
+                with job_context(each.id):
+                    log.info("%s runs %s (attempt %d) in a batch of %d", worker, each.id, each.attempts, len(jobs))
+            try:
+                self.runner.run_batch(jobs, self._abort)
+            except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
+                with job_context(job.id):
                     log.exception("running %s failed", job.id)
+
+    def _claim_partners(self, worker: str, job: Job) -> list[Job]:
+        """Compatible queued jobs to denoise with `job`, waiting up to batch_wait_seconds for enough of them."""
+        if self.batch_size == 1 or not runs_batches(self.runner.generators[job.model]):
+            return []
+        partners: list[Job] = []
+        deadline = time.monotonic() + self.batch_wait_seconds
+        while not self._stopping.is_set():
+            try:
+                partners += self.store.claim_compatible(worker, job, self.batch_size - 1 - len(partners))
+            except Exception:  # the database may come back; run what is claimed
+                log.exception("claiming jobs to batch with %s failed", job.id)
+                break
+            left = deadline - time.monotonic()
+            if len(partners) == self.batch_size - 1 or left <= 0:
+                break
+            self._wakeups.acquire(timeout=left)  # a job was queued, or the wait is over
+        return partners

@@ -1,4 +1,8 @@
-"""Runs one claimed job to its outcome: generate, render, store, complete. Shared by every executor.
+"""Runs claimed jobs to their outcomes: generate, render, store, complete. Shared by every executor.
+
+Jobs claimed together (JobStore.claim_compatible) run as one batch: each job has its own thread from claim to
+outcome (lease and heartbeat, progress, cancel, rendering, storing, usage, failures), and the threads meet
+once, to denoise as one batched pass of a generator that runs batches (backends.base.runs_batches).
 
 A worker never imports FastAPI; it talks to the API only through the job store.
 """
@@ -8,9 +12,12 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
-from reelgen.backends.base import GenerationCancelled, GenerationRequest, Generator
+import numpy as np
+
+from reelgen.backends.base import GenerationCancelled, GenerationRequest, Generator, runs_batches
 from reelgen.rendering import encode_video, spritesheet, thumbnail
 from reelgen.service import usage
 from reelgen.service.health import LOAD_FAILED, LOADED, NOT_LOADED
@@ -52,17 +59,43 @@ class JobRunner:
 
     def run(self, job: Job, abort: threading.Event) -> None:
         """Run a job this process holds the lease on. `abort` set (shutdown) -> stop within a step and re-queue."""
-        with job_context(job.id), self.metrics.utilization.busy():
-            self._run(job, abort)
+        self.run_batch([job], abort)
 
-    def _run(self, job: Job, abort: threading.Event) -> None:
+    def run_batch(self, jobs: list[Job], abort: threading.Event) -> None:
+        """Run jobs this process holds the leases on, which one generator can denoise together (same model, size,
+        frames, steps and sampler; several only for a generator that runs batches), each to its own outcome."""
+        if len(jobs) > 1 and not runs_batches(self.generators.get(jobs[0].model)):
+            raise ValueError(f"model {jobs[0].model!r} runs one job at a time")
+        batch = _Batch(len(jobs), self._denoise)
+        with self.metrics.utilization.busy():  # one worker, however many jobs it runs together
+            if len(jobs) == 1:
+                self._run_member(jobs[0], abort, batch)
+                return
+            threads = [threading.Thread(target=self._run_member, args=(job, abort, batch), name=f"reelgen-{job.id}")
+                       for job in jobs]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+
+    def _run_member(self, job: Job, abort: threading.Event, batch: _Batch) -> None:
+        with job_context(job.id):
+            try:
+                self._run(job, abort, batch)
+            except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
+                if len(batch) == 1:
+                    raise  # the executor logs it, as for any job
+                log.exception("running %s failed", job.id)
+
+    def _run(self, job: Job, abort: threading.Event, batch: _Batch) -> None:
         token = job.lease_token
         cancel = threading.Event()  # stops the denoising loop: lease lost, job cancelled or deleted, or abort
         timings = {"queue_wait": job.started_at - job.created_at}
-        spent = {"compute_seconds": 0.0, "bytes_stored": 0}  # what this attempt used, for its usage record
+        # what this attempt used, for its usage record
+        spent = {"compute_seconds": 0.0, "bytes_stored": 0, "batch_size": len(batch)}
         try:
             with _Heartbeat(self.store, job.id, token, self.heartbeat_seconds, cancel, abort):
-                self._generate_and_store(job, token, cancel, abort, timings, spent)
+                self._generate_and_store(job, token, cancel, abort, timings, spent, batch)
             self._record_usage(job, token, spent)  # first: a completed video always shows its usage
             if self.store.complete(job.id, token, timings):
                 self._remove_other_attempts(job.id, token)
@@ -108,7 +141,8 @@ class JobRunner:
 
     def _record_usage(self, job: Job, token: int, spent: dict) -> bool:
         record = usage.job_usage(_device(self.generators.get(job.model)), spent["compute_seconds"],
-                                 spent["bytes_stored"], self.store.retention_seconds / 3600, self.prices)
+                                 spent["bytes_stored"], self.store.retention_seconds / 3600, self.prices,
+                                 batch_size=spent["batch_size"])
         return usage.record(self.store, job.id, token, record)
 
     def _load(self, model: str, generator: Generator) -> float:
@@ -121,32 +155,35 @@ class JobRunner:
         return seconds
 
     def _generate_and_store(self, job: Job, token: int, cancel: threading.Event, abort: threading.Event,
-                            timings: dict[str, float], spent: dict) -> None:
-        generator = self.generators.get(job.model)
-        if generator is None:
-            raise LookupError(f"model {job.model!r} is not served by this worker")
-
+                            timings: dict[str, float], spent: dict, batch: _Batch) -> None:
         def on_step(done: int, total: int) -> None:
             if abort.is_set() or not _beat(self.store, job.id, token, done * _DENOISE_SHARE // total):
                 cancel.set()
 
         width, height = (int(side) for side in job.size.split("x"))
-        request = GenerationRequest(prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed,
-                                    frames=job.frames, steps=job.steps, guidance_scale=job.guidance_scale,
-                                    sampler=job.sampler, size=(width, height),
-                                    image=self.storage.get(input_key(job.id)) if job.has_image else None)
-        timings["model_load"] = self._load(job.model, generator)
-        spent["compute_seconds"] += timings["model_load"]
-        with self._locks[job.model]:
-            clock = time.perf_counter()  # after the lock: waiting for another job is not this job's compute
-            try:
-                result = generator.generate([request], on_step=on_step, cancel=cancel)
-            finally:
-                spent["compute_seconds"] += time.perf_counter() - clock
-        timings.update(result.timings)
+        try:
+            generator = self.generators.get(job.model)
+            if generator is None:
+                raise LookupError(f"model {job.model!r} is not served by this worker")
+            request = GenerationRequest(prompt=job.prompt, negative_prompt=job.negative_prompt, seed=job.seed,
+                                        frames=job.frames, steps=job.steps, guidance_scale=job.guidance_scale,
+                                        sampler=job.sampler, size=(width, height),
+                                        image=self.storage.get(input_key(job.id)) if job.has_image else None)
+            timings["model_load"] = self._load(job.model, generator)
+            spent["compute_seconds"] += timings["model_load"]
+        except BaseException:
+            batch.withdraw()  # the others need not wait for this job
+            raise
+        member = batch.generate(job.model, generator, _Member(request, on_step, cancel))
+        spent["compute_seconds"] += member.compute_seconds
+        if member.error is not None:
+            raise member.error
+        timings.update(member.timings)
+        if member.video is None:
+            raise GenerationCancelled("left the batch when cancelled")
 
         clock = time.perf_counter()
-        frames = result.frames[0]  # (F, H, W, 3) at native size
+        frames = member.video  # (F, H, W, 3) at native size
         min_side = min(width, height)  # upscaled to `size` when the model generates smaller
         files = {
             "video": encode_video(frames, fmt=job.format, fps=job.fps, min_side=min_side),
@@ -167,12 +204,95 @@ class JobRunner:
             spent["bytes_stored"] += len(data)
         timings["store"] = time.perf_counter() - clock
 
+    def _denoise(self, model: str, generator: Generator, members: list[_Member]) -> None:
+        """One generation for every member; compute seconds are split in proportion to the denoising steps each
+        took part in (equal shares unless a cancelled member left early), so a batch costs what it took."""
+        with self._locks[model]:
+            clock = time.perf_counter()  # after the lock: waiting for another batch is not this one's compute
+            try:
+                if len(members) == 1:
+                    (member,) = members
+                    result = generator.generate([member.request], on_step=member.on_step, cancel=member.cancel)
+                    videos, timings = [result.frames[0]], result.timings
+                else:
+                    result = generator.generate_each([m.request for m in members],
+                                                     on_steps=[m.on_step for m in members],
+                                                     cancels=[m.cancel for m in members])
+                    videos, timings = result.videos, result.timings
+                    self.metrics.batch_size.observe(len(members))
+            finally:
+                seconds = time.perf_counter() - clock
+                steps = sum(m.steps for m in members)
+                for m in members:
+                    m.compute_seconds = seconds * m.steps / steps if steps else seconds / len(members)
+        for member, video in zip(members, videos):
+            member.video, member.timings = video, timings
+
     def _remove_other_attempts(self, job_id: str, token: int) -> None:
         """Files an earlier attempt left before it lost its lease (its worker died mid-upload)."""
         mine = attempt_prefix(job_id, token)
         for prefix in self.storage.children(attempts_prefix(job_id)):
             if prefix != mine:
                 self.storage.delete(prefix)
+
+
+@dataclass
+class _Member:
+    """One job's part in a generation: its request and controls in, its video and share of the work out."""
+
+    request: GenerationRequest
+    report: Callable[[int, int], None]  # the job's progress callback
+    cancel: threading.Event
+    steps: int = 0  # denoising steps this job took part in
+    video: np.ndarray | None = None  # (F, H, W, 3) at native size; None: cancelled
+    timings: dict[str, float] = field(default_factory=dict)  # the generation's stages
+    compute_seconds: float = 0.0
+    error: BaseException | None = None  # the generation failed for every member
+
+    def on_step(self, done: int, total: int) -> None:
+        self.steps = done
+        self.report(done, total)
+
+
+class _Batch:
+    """Where jobs claimed together meet: each job's thread hands in its request (or withdraws, having failed
+    before), the first to arrive waits for the others and runs one generation for all, and each takes back
+    its own video. A batch of one is a job run alone."""
+
+    def __init__(self, size: int, run: Callable[[str, Generator, list[_Member]], None]):
+        self.size, self._run = size, run
+        self._expected = size  # jobs yet to arrive or withdraw
+        self._members: list[_Member] = []
+        self._arrived = threading.Condition()
+        self._done = threading.Event()
+
+    def __len__(self) -> int:
+        return self.size
+
+    def withdraw(self) -> None:
+        with self._arrived:
+            self._expected -= 1
+            self._arrived.notify_all()
+
+    def generate(self, model: str, generator: Generator, member: _Member) -> _Member:
+        with self._arrived:
+            self._members.append(member)
+            self._expected -= 1
+            self._arrived.notify_all()
+            leader = len(self._members) == 1
+            if leader:
+                self._arrived.wait_for(lambda: self._expected == 0)
+        if not leader:
+            self._done.wait()
+            return member
+        try:
+            self._run(model, generator, self._members)
+        except BaseException as e:  # GenerationCancelled of a job alone, or a failure every member shares
+            for m in self._members:
+                m.error = e
+        finally:
+            self._done.set()
+        return member
 
 
 class _Heartbeat:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Literal
 
-from sqlalchemy import Engine, create_engine, delete, event, func, or_, select, update
+from sqlalchemy import Engine, Select, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import sessionmaker
@@ -32,6 +32,10 @@ log = logging.getLogger(__name__)
 # How many queued jobs one claim considers where rows cannot be locked (SQLite): enough that workers racing
 # for the oldest job each move on to another instead of coming back empty-handed.
 _CLAIM_CANDIDATES = 8
+
+# Jobs equal in these columns can share one batched denoising pass (the same timesteps and latent shape); each
+# keeps its own prompt, negative prompt, seed, guidance scale, and its own fps and format at rendering.
+BATCH_KEY = ("model", "size", "frames", "steps", "sampler")
 
 
 class JobConflict(Exception):
@@ -129,28 +133,43 @@ class JobStore:
 
         Atomic across threads and processes: two workers never hold the same job.
         """
-        now = self.clock()
         query = select(Job.id).where(Job.status == JobStatus.QUEUED)
         if models is not None:
             query = query.where(Job.model.in_(models))
-        # PostgreSQL locks the row it selects and SKIP LOCKED passes over rows other claims hold, so the first
-        # candidate is already ours alone. SQLite ignores the clause and serializes writers instead, and a
+        claimed = self._claim(worker, query, 1)
+        return claimed[0] if claimed else None
+
+    def claim_compatible(self, worker: str, job: Job, limit: int) -> list[Job]:
+        """Lease up to `limit` more queued jobs that can share one batched denoising pass with `job` (same
+        BATCH_KEY columns, no input image), oldest first; atomic like `claim`."""
+        query = select(Job.id).where(Job.status == JobStatus.QUEUED, Job.has_image.is_(False),
+                                     *(getattr(Job, column) == getattr(job, column) for column in BATCH_KEY))
+        return self._claim(worker, query, limit) if limit > 0 and not job.has_image else []
+
+    def _claim(self, worker: str, query: Select, limit: int) -> list[Job]:
+        """Lease up to `limit` of the queued jobs `query` selects (ids), oldest first."""
+        now = self.clock()
+        # PostgreSQL locks the rows it selects and SKIP LOCKED passes over rows other claims hold, so the first
+        # candidates are already ours alone. SQLite ignores the clause and serializes writers instead, and a
         # candidate can be gone by the UPDATE: the status check there is what makes a claim exclusive.
-        limit = 1 if self.engine.dialect.name == "postgresql" else _CLAIM_CANDIDATES
+        postgres = self.engine.dialect.name == "postgresql"
         with self._session.begin() as session:
             candidates = session.scalars(
-                query.order_by(Job.created_at).limit(limit).with_for_update(skip_locked=True),
+                query.order_by(Job.created_at).limit(limit if postgres else limit + _CLAIM_CANDIDATES - 1)
+                .with_for_update(skip_locked=True),
             ).all()
+            won = []
             for job_id in candidates:
-                won = session.execute(
+                if len(won) == limit:
+                    break
+                if session.execute(
                     update(Job).where(Job.id == job_id, Job.status == JobStatus.QUEUED)
                     .values(status=JobStatus.IN_PROGRESS, lease_owner=worker,
                             lease_expires_at=now + self.lease_seconds, lease_token=Job.lease_token + 1,
                             attempts=Job.attempts + 1, started_at=func.coalesce(Job.started_at, now), progress=0),
-                ).rowcount
-                if won == 1:
-                    return session.get(Job, job_id)
-        return None
+                ).rowcount == 1:
+                    won.append(job_id)
+            return [session.get(Job, job_id) for job_id in won]
 
     def heartbeat(self, job_id: str, token: int, progress: int | None = None) -> bool:
         """Extend the lease (and record progress); False once the job is no longer this worker's to run."""
