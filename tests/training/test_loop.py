@@ -41,6 +41,16 @@ def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
     assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a)
 
 
+def test_resume_drops_log_rows_of_steps_after_the_checkpoint(tmp_path):
+    train(_cfg(tmp_path, steps=2), progress=False)
+    with (tmp_path / "log.jsonl").open("a") as log:  # a run killed at step 3, after its last checkpoint
+        log.write(json.dumps({"step": 3, "loss": 9.0}) + "\n")
+    train(_cfg(tmp_path), progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["loss"] != 9.0
+
+
 def test_resume_refuses_a_different_model(tmp_path):
     train(_cfg(tmp_path, steps=1), progress=False)
     with pytest.raises(ValueError, match="another --out-dir"):

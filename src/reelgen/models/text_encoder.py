@@ -58,11 +58,10 @@ class TextEncoder:
         return TextEmbedding(hidden, mask, pooled)
 
     def __call__(self, prompts: list[str]) -> TextEmbedding:
-        missing = list(dict.fromkeys(p for p in prompts if p not in self.cache))
-        if missing:
-            fresh = self._encode(missing)
-            for i, p in enumerate(missing):
-                self.cache[p] = fresh[i : i + 1]
+        # One prompt per pass: a batched matmul may round differently with the batch size on some CPUs
+        # (seen with AMX), and a prompt's video must not depend on which prompts shared its batch.
+        for p in dict.fromkeys(p for p in prompts if p not in self.cache):
+            self.cache[p] = self._encode([p])
         for p in prompts:
             self.cache.move_to_end(p)
         out = TextEmbedding.cat([self.cache[p] for p in prompts])

@@ -65,6 +65,18 @@ def _autocast(precision: str, device: torch.device):
     return nullcontext() if dtype is None else torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def _drop_log_rows_after(path: Path, step: int) -> None:
+    """A run killed between checkpoints logged steps it will now train again: keep one row per step."""
+    if not path.exists():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() and json.loads(line)["step"] <= step]
+    if len(kept) != len(lines):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(kept))
+        tmp.replace(path)
+
+
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train (or resume) and return the folder holding the EMA weights."""
     dist = distributed.setup()
@@ -95,6 +107,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
 
     if dist.is_main:
         out.mkdir(parents=True, exist_ok=True)
+        _drop_log_rows_after(out / "log.jsonl", step)
     log = (out / "log.jsonl").open("a") if dist.is_main else None
     bar = tqdm(total=cfg.steps, initial=step, disable=not (progress and dist.is_main), unit="step",
                dynamic_ncols=True)
