@@ -130,17 +130,25 @@ def _run_generate(args) -> int:
 
 
 def _add_serve(sub) -> None:
-    from reelgen.service.settings import ServiceSettings
-
     p = sub.add_parser("serve", help="run the video service: OpenAI-compatible API, job store, workers, storage",
                        description="Serve the OpenAI-compatible video API with workers in this process, jobs in "
-                                   "SQLite (or any SQLAlchemy URL) and files in a folder (or any fsspec URL).",
+                                   "SQLite (or any SQLAlchemy URL) and files in a folder (or any fsspec URL). "
+                                   "With --workers 0 this process only answers the API and `reelgen worker` "
+                                   "processes sharing the same stores generate.",
                        epilog="Every setting can also come from an environment variable REELGEN_<NAME>, e.g. "
                               "REELGEN_WORKERS=2. Secrets come only from there, out of the process list: "
                               "REELGEN_API_KEYS='[\"key1\"]' turns on bearer auth, and REELGEN_SIGNING_SECRET keeps "
                               "signed links valid across restarts; REELGEN_WEBHOOK_SECRET (whsec_...) signs webhooks.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
+    _add_settings_args(p)
+    p.set_defaults(func=_run_serve)
+
+
+def _add_settings_args(p) -> None:
+    """--log-level and one flag per ServiceSettings field: the same for `serve` and `worker`."""
+    from reelgen.service.settings import ServiceSettings
+
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"],
                    help="log level (default: info)")
     for name, field in ServiceSettings.model_fields.items():
@@ -149,7 +157,26 @@ def _add_serve(sub) -> None:
         default = "" if field.default in (None, "") else f" (default: {field.default})"
         p.add_argument("--" + name.replace("_", "-"), type={int: int, float: float}.get(field.annotation, str),
                        default=None, help=(field.description + default).replace("%", "%%"))  # argparse formats help
-    p.set_defaults(func=_run_serve)
+
+
+def _settings(args):
+    """ServiceSettings from the flags over the REELGEN_* environment; a bad value is one line naming both."""
+    from pydantic import ValidationError
+
+    from reelgen.service.settings import ServiceSettings
+
+    try:
+        return ServiceSettings(**{name: getattr(args, name) for name in ServiceSettings.model_fields
+                                  if getattr(args, name, None) is not None})
+    except ValidationError as e:
+        raise ValueError("; ".join(map(_setting_problem, e.errors()))) from None
+
+
+def _setting_problem(error: dict) -> str:
+    if not error["loc"]:
+        return error["msg"]
+    flag = "--" + ".".join(map(str, error["loc"])).replace("_", "-")
+    return f"{flag} (or REELGEN_{str(error['loc'][0]).upper()}): {error['msg']}, got {error.get('input')!r}"
 
 
 def _run_serve(args) -> int:
@@ -157,15 +184,49 @@ def _run_serve(args) -> int:
 
     from reelgen.service import logs
     from reelgen.service.app import create_app
-    from reelgen.service.settings import ServiceSettings
 
-    settings = ServiceSettings(**{name: getattr(args, name) for name in ServiceSettings.model_fields
-                                  if getattr(args, name, None) is not None})
+    settings = _settings(args)
     logs.configure(args.log_level, settings.log_format)
     # Open event streams get a few seconds on SIGTERM; then the app's shutdown finishes or re-queues running jobs.
     # log_config=None: uvicorn's own loggers go through the handler above, in the same format.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5, log_config=None)
+    return 0
+
+
+def _add_worker(sub) -> None:
+    p = sub.add_parser("worker", help="run only the generation side of the service, beside `serve --workers 0`",
+                       description="Claim and generate the jobs of a `reelgen serve --workers 0` sharing the same "
+                                   "job store and object store (give both the same settings). Any number of "
+                                   "workers, on any machines that reach both stores; SIGTERM stops claiming and "
+                                   "gives running jobs --shutdown-grace-seconds to finish before re-queueing them.",
+                       epilog="Every setting can also come from an environment variable REELGEN_<NAME>, e.g. "
+                              "REELGEN_WORKERS=2; settings of the API (keys, webhooks, links) are not used here.")
+    p.add_argument("--metrics-port", type=int, default=None,
+                   help="serve this worker's Prometheus metrics (stage timings, utilization) on this port at "
+                        "/metrics (default: none)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics server (default: 127.0.0.1, this machine only)")
+    _add_settings_args(p)
+    p.set_defaults(func=_run_worker)
+
+
+def _run_worker(args) -> int:
+    import signal
+    import threading
+
+    from reelgen.service import logs
+    from reelgen.service.worker import Worker
+
+    if args.metrics_port is not None and not 0 <= args.metrics_port <= 65535:
+        raise ValueError(f"--metrics-port must be between 0 and 65535, got {args.metrics_port}")
+    settings = _settings(args)
+    logs.configure(args.log_level, settings.log_format)
+    worker = Worker(settings)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.run(stop, None if args.metrics_port is None else (args.metrics_host, args.metrics_port))
     return 0
 
 
@@ -293,7 +354,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reelgen", description="Self-hostable AI video generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders = {"generate": _add_generate, "eval": _add_eval, "train": _add_train, "serve": _add_serve,
-              "plan": _add_plan, "db": _add_db}
+              "worker": _add_worker, "plan": _add_plan, "db": _add_db}
     for name, add in adders.items():
         if command in (None, name):
             add(sub)
@@ -302,7 +363,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv[:1] in (["serve"], ["db"]) else None).parse_args(argv)
+    args = build_parser(argv[0] if argv[:1] in (["serve"], ["worker"], ["db"]) else None).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

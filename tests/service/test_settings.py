@@ -28,7 +28,7 @@ def test_environment_variables_configure_and_arguments_override(monkeypatch):
 
 def test_bad_values_are_refused():
     with pytest.raises(ValidationError):
-        ServiceSettings(workers=0)
+        ServiceSettings(workers=-1)
     with pytest.raises(ValidationError):
         ServiceSettings(unknown_knob=1)
 

@@ -17,14 +17,15 @@ from reelgen.service.api.errors import error_body
 from reelgen.service.api.monitoring import install_monitoring
 from reelgen.service.api.schemas import VideoPublic
 from reelgen.service.delivery import LinkSigner
-from reelgen.service.executors import JobRunner, LocalExecutor
-from reelgen.service.executors.generators import build_generators
+from reelgen.service.executors import LocalExecutor
+from reelgen.service.executors.base import WorkerProcesses
+from reelgen.service.executors.generators import build_generators, model_specs_apart
+from reelgen.service.health import NOT_LOADED
 from reelgen.service.housekeeping import Housekeeper
 from reelgen.service.jobs import JobStore
 from reelgen.service.metrics import ServiceMetrics
 from reelgen.service.settings import ServiceSettings
 from reelgen.service.storage import ObjectStore
-from reelgen.service.usage import Prices
 from reelgen.service.webhooks import Outbox, WebhookSender, check_settings
 
 
@@ -43,13 +44,13 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
 
         executor = RayExecutor(settings, store, metrics)
         specs, model_states = executor.model_specs, executor.model_states  # from the cluster: no torch here
+    elif settings.workers == 0:  # `reelgen worker` processes generate: no model, and no torch, in this one
+        specs = model_specs_apart(settings) if generators is None else [g.spec for g in generators]
+        executor, model_states = WorkerProcesses(), {spec.id: NOT_LOADED for spec in specs}
     else:
         generators = build_generators(settings) if generators is None else generators
-        runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds,
-                           prices=Prices.from_settings(settings), metrics=metrics)
-        executor = LocalExecutor(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds,
-                                 batch_size=settings.batch_size, batch_wait_seconds=settings.batch_wait_ms / 1000)
-        specs, model_states = [g.spec for g in generators], runner.model_states
+        executor = LocalExecutor.from_settings(settings, store, storage, generators, metrics)
+        specs, model_states = [g.spec for g in generators], executor.runner.model_states
     housekeeper = Housekeeper(store, storage, executor, settings.housekeeping_seconds)
     # an event's data is the video object exactly as GET /v1/videos/{id} returns it
     webhooks = WebhookSender(Outbox(store.engine), settings,

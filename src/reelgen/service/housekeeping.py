@@ -13,9 +13,12 @@ log = logging.getLogger(__name__)
 
 
 class Housekeeper:
-    def __init__(self, store: JobStore, storage: ObjectStore, executor: Executor, interval_seconds: float):
+    def __init__(self, store: JobStore, storage: ObjectStore, executor: Executor, interval_seconds: float, *,
+                 sweep_files: bool = True):
         self.store, self.storage, self.executor = store, storage, executor
         self.interval = interval_seconds
+        # `reelgen worker` processes only recover leases: the API process sweeps, so one process per layout does
+        self.sweep_files = sweep_files
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="reelgen-housekeeping", daemon=True)
 
@@ -25,6 +28,8 @@ class Housekeeper:
             log.warning("expired leases: %d job(s) re-queued, %d failed after too many attempts", requeued, failed)
         if requeued:
             self.executor.wake()
+        if not self.sweep_files:
+            return
         for job in self.store.expired():
             self.storage.delete(job_prefix(job.id))
             self.store.mark_files_deleted(job.id)

@@ -47,7 +47,8 @@ class ServiceSettings(BaseSettings):
     models_file: Path | None = Field(None, description="a models.toml naming every model to serve (built-in or "
                                                         "diffusers); replaces model_dir")
 
-    workers: int = Field(1, ge=1, description="worker threads generating videos in this process")
+    workers: int = Field(1, ge=0, description="worker threads generating videos in this process (serve --workers 0: "
+                                              "none, `reelgen worker` processes generate)")
     # Batching (local executor): a worker that claims a job also claims compatible queued ones (same model, size,
     # frames, steps, sampler) and denoises them in one batched pass, if the model runs batches (the built-in does).
     batch_size: int = Field(4, ge=1, description="most jobs one worker denoises together in one batched pass "

@@ -19,3 +19,16 @@ class Executor(Protocol):
     def stop(self, grace_seconds: float) -> None:
         """Stop claiming; running jobs get `grace_seconds` to finish, then go back to the queue."""
         ...
+
+
+class WorkerProcesses:
+    """`reelgen serve --workers 0`: `reelgen worker` processes claim the jobs; this process only queues them."""
+
+    def start(self) -> None:
+        pass
+
+    def wake(self) -> None:
+        pass  # the workers are other processes: they find a new job at their next poll (poll_seconds)
+
+    def stop(self, grace_seconds: float) -> None:
+        pass  # each worker process gives its running jobs back on its own SIGTERM

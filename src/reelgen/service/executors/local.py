@@ -1,4 +1,4 @@
-"""The local executor: N worker threads inside the service process."""
+"""The local executor: N worker threads inside the service process, or inside a `reelgen worker` process."""
 
 from __future__ import annotations
 
@@ -8,11 +8,16 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 
-from reelgen.backends.base import runs_batches
+from reelgen.backends.base import Generator, runs_batches
 from reelgen.service.executors.runner import JobRunner
 from reelgen.service.jobs import Job, JobStore
 from reelgen.service.logs import job_context
+from reelgen.service.metrics import ServiceMetrics
+from reelgen.service.settings import ServiceSettings
+from reelgen.service.storage import ObjectStore
+from reelgen.service.usage import Prices
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,15 @@ class LocalExecutor:
         self._stopping = threading.Event()
         self._abort = threading.Event()
         self._threads: list[threading.Thread] = []
+
+    @classmethod
+    def from_settings(cls, settings: ServiceSettings, store: JobStore, storage: ObjectStore,
+                      generators: Sequence[Generator], metrics: ServiceMetrics) -> LocalExecutor:
+        """The executor of `reelgen serve` (threads beside the API) and of `reelgen worker` (threads alone)."""
+        runner = JobRunner(store, storage, {g.spec.id: g for g in generators}, settings.heartbeat_seconds,
+                           prices=Prices.from_settings(settings), metrics=metrics)
+        return cls(store, runner, workers=settings.workers, poll_seconds=settings.poll_seconds,
+                   batch_size=settings.batch_size, batch_wait_seconds=settings.batch_wait_ms / 1000)
 
     def start(self) -> None:
         self._threads = [threading.Thread(target=self._work, args=(f"{self.name}/{i}",), name=f"reelgen-worker-{i}",
