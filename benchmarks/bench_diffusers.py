@@ -9,7 +9,8 @@
 2. Options: each memory/speed option of models.toml, same pipeline and settings: time, peak memory,
    and how far the video moves (PSNR against the plain run; inf = identical).
 3. Quantization: transformer weight memory of a Wan2.1-1.3B-wide transformer (width 1536, FFN 8960,
-   2 of its 30 blocks) in float32, bfloat16 and each torchao scheme that runs here.
+   2 of its 30 blocks) in float32, bfloat16 and each torchao scheme that runs here (quantized from
+   bfloat16), and how far each scheme moves the float32 pipeline's video (PSNR) and its time.
 
 Random weights: the figures measure the machinery, not video quality. No download needed.
 """
@@ -24,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -73,7 +75,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
 def generator_for(path: Path, memory: dict | None = None, size: int = SIZE):
     entry = tiny_registry_entry("wan", path, "bench", limits={"sizes": [f"{size}x{size}"], "max_frames": FRAMES},
                                 memory=memory or {})
-    generator = parse_registry(entry).generator("bench")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # int4wo's warning that float32 makes it slow on the CPU: measured here
+        generator = parse_registry(entry).generator("bench")
     generator.load()
     return generator
 
@@ -154,6 +158,7 @@ OPTIONS = {
     "int8wo": {"quantization": "int8wo"},
     "int8dq": {"quantization": "int8dq"},
     "fp8wo": {"quantization": "fp8wo"},
+    "int4wo": {"quantization": "int4wo"},
 }
 
 
@@ -177,60 +182,54 @@ def options(path: Path, repeats: int, compile_too: bool) -> None:
         print(f"| {name} | {first:.2f} s | {statistics.median(r[0] for r in runs) * 1000:.1f} ms | "
               f"{statistics.median(r[1] for r in runs) * 1000:.1f} ms | {statistics.median(r[2] for r in runs):.1f} "
               f"MiB | {psnr(frames, reference):.1f} dB |")
-    print("\nOffloading (cpu_offload, sequential_offload) needs a GPU; fp8 and int4wo need CUDA: not measurable here.")
+    print("\nOffloading (cpu_offload, sequential_offload) and fp8 need a GPU: not measurable here.")
 
 
-def weight_bytes(module: torch.nn.Module) -> int:
-    """Bytes of parameters and buffers, counting the inner tensors of torchao's quantized tensor subclasses."""
-    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
-
-    def size(t: torch.Tensor) -> int:
-        if is_traceable_wrapper_subclass(t):
-            names, _ = t.__tensor_flatten__()
-            return sum(size(getattr(t, n)) for n in names if isinstance(getattr(t, n), torch.Tensor))
-        return t.numel() * t.element_size()
-
-    return sum(size(t) for t in (*module.parameters(), *module.buffers()))
-
-
-def quantization(tmp: Path) -> None:
+def quantization(tmp: Path, repeats: int) -> None:
     import torchao.quantization as tq
-
-    from reelgen.backends.memory import QUANTIZATIONS
-
     from diffusers import WanTransformer3DModel
 
-    saved = tmp / "transformer-1.3b-width"
-    tiny_wan(**WAN_1_3B_WIDTH).transformer.save_pretrained(saved)
+    from reelgen.backends.memory import QUANTIZATIONS, torchao_config, weight_bytes
+
+    path = tmp / "wan-1.3b-width"
+    tiny_wan(**WAN_1_3B_WIDTH).save_pretrained(path)
 
     def transformer(dtype):  # loaded as a user loads it: norms and embedders the model keeps in float32 stay so
-        return WanTransformer3DModel.from_pretrained(saved, dtype=dtype)
+        return WanTransformer3DModel.from_pretrained(path / "transformer", dtype=dtype)
 
-    schemes = {name: getattr(tq, cls)() for name, cls in QUANTIZATIONS.items() if name in ("int8wo", "int8dq",
-                                                                                            "fp8wo")}
-    schemes["int4 (IntxWeightOnly, group 32)"] = tq.IntxWeightOnlyConfig(weight_dtype=torch.int4,
-                                                                         granularity=tq.PerGroup(32))
+    def video(memory):  # the float32 pipeline on the CPU -> (frames, median seconds per call)
+        generator = generator_for(path, memory)
+        frames = generator.generate([request()]).frames
+        return frames, statistics.median(measure(lambda: generator.generate([request()]))[0] for _ in range(repeats))
+
     base = {dtype: weight_bytes(transformer(dtype)) for dtype in (torch.float32, torch.bfloat16)}
-    print("\n## Quantization: transformer weight memory (Wan2.1-1.3B width: 1536, FFN 8960; 2 of 30 blocks)\n")
-    print("| weights | MiB | vs float32 | vs bfloat16 |")
-    print("| --- | --- | --- | --- |")
-    def row(name: str, b: int) -> None:
-        print(f"| {name} | {b / 2**20:.1f} | {100 * (b / base[torch.float32] - 1):+.0f}% | "
-              f"{100 * (b / base[torch.bfloat16] - 1):+.0f}% |")
+    reference, reference_seconds = video({})
+    print(f"\n## Quantization at Wan2.1-1.3B width (1536, FFN 8960; 2 of its 30 blocks), {SIZE}x{SIZE}, {FRAMES} "
+          f"frames, {STEPS} steps, medians of {repeats}\n")
+    print("| transformer weights | MiB | vs float32 | vs bfloat16 | PSNR of the video vs float32 | "
+          "wall time per call |")
+    print("| --- | --- | --- | --- | --- | --- |")
 
-    row("float32", base[torch.float32])
-    row("bfloat16 (norms and embedders stay float32)", base[torch.bfloat16])
-    for name, config in schemes.items():
+    def row(name: str, b: int, quality: str, seconds: float | None) -> None:
+        print(f"| {name} | {b / 2**20:.1f} | {100 * (b / base[torch.float32] - 1):+.0f}% | "
+              f"{100 * (b / base[torch.bfloat16] - 1):+.0f}% | {quality} | "
+              f"{'' if seconds is None else f'{seconds:.2f} s'} |")
+
+    row("float32", base[torch.float32], "reference", reference_seconds)
+    row("bfloat16 (norms and embedders stay float32)", base[torch.bfloat16], "not run (bfloat16 is slow here)", None)
+    for name in QUANTIZATIONS:
         model = transformer(torch.bfloat16)
         try:
-            tq.quantize_(model, config)
-        except Exception as e:  # a scheme this machine's torchao cannot run
-            print(f"| {name} | not available here: {type(e).__name__}: {str(e)[:80]} | | |")
+            tq.quantize_(model, torchao_config(name, "cpu"))
+        except Exception as e:  # a scheme that needs a GPU
+            print(f"| {name} | not available here: {type(e).__name__}: {str(e)[:80]} | | | | |")
             continue
-        row(f"{name} (from bfloat16)", weight_bytes(model))
+        frames, seconds = video({"quantization": name})
+        row(f"{name} (from bfloat16; the video from float32)", weight_bytes(model), f"{psnr(frames, reference):.1f} dB",
+            seconds)
     print("\ntargets: int8 weight-only <= -45% vs bfloat16 and <= -70% vs float32; a 4-bit scheme <= -70% vs "
-          "bfloat16. torchao's CPU int4 (Intx) stores each 4-bit value in an int8 until a packing kernel runs "
-          "it, so it saves no more than int8 here; the packed int4wo layout needs CUDA.")
+          "bfloat16. int4wo on the CPU is torchao's Int4OpaqueTensor (two 4-bit weights a byte, one scale and zero "
+          "per group of 128).")
 
 
 def main() -> int:
@@ -254,7 +253,7 @@ def main() -> int:
         if args.only in (None, "options"):
             options(path, args.repeats, args.compile)
         if args.only in (None, "quantization"):
-            quantization(Path(tmp))
+            quantization(Path(tmp), args.repeats)
     return 0
 
 

@@ -72,7 +72,8 @@ def test_model_path_with_memory_and_speed_flags(tiny_dirs, tmp_path, capsys):
 @pytest.mark.parametrize(("args", "message"), [
     # options this machine cannot run: one message naming the flag
     (["--quantize", "fp8"], "--quantize fp8: fp8: float8 matmuls need an NVIDIA GPU with compute capability 8.9+"),
-    (["--quantize", "int4"], "--quantize int4: int4wo: torchao's int4 weight-only kernels run on CUDA GPUs only"),
+    (["--quantize", "int4", "--device", "mps"], "--quantize int4: int4wo: torchao packs int4 weights for the CPU and "
+                                                "for CUDA GPUs only"),
     (["--cpu-offload", "model"], "--cpu-offload model: offloading moves weights between the CPU and a GPU"),
     (["--cpu-offload", "sequential"], "--cpu-offload sequential: offloading moves weights"),
     (["--dtype", "float16"], "--dtype float16: float16 on the CPU is unusably slow"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import warnings
 
 import numpy as np
 import pytest
@@ -151,20 +152,57 @@ def test_family_is_read_from_the_folder(tiny_dirs):
     assert registry.spec("x").fps == 25 and registry.spec("x").default_size == "768x512"
 
 
-def test_int8_weight_only_quantizes_the_transformer_and_keeps_the_video_close(tiny_dirs):
+@pytest.fixture(scope="module")
+def wan_width_128(tmp_path_factory):
+    """A tiny Wan whose linear layers take 128 or 256 inputs: multiples of the int4 group, so they all pack."""
+    from reelgen.backends.tiny import tiny_wan
+
+    path = tmp_path_factory.mktemp("wan-width-128")
+    tiny_wan(heads=2, head_dim=64, ffn_dim=256).save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(("scheme", "tensor", "max_bytes", "min_sqnr"), [
+    ("int8wo", "Int8Tensor", 0.30, 40.0),  # one byte a weight, of float32's four
+    ("int4wo", "Int4OpaqueTensor", 0.19, 20.0),  # half a byte a weight, packed for torch's CPU int4 matmul
+])
+def test_weight_only_quantization_packs_the_transformer_and_keeps_its_output_close(wan_width_128, scheme, tensor,
+                                                                                   max_bytes, min_sqnr):
+    import torch
+
     from reelgen.backends.diffusers import DiffusersGenerator
+    from reelgen.backends.memory import weight_bytes
     from reelgen.backends.tiny import TINY_CALL_OPTIONS
 
     def run(memory):
-        g = DiffusersGenerator.from_pretrained(tiny_dirs["wan"], "w", memory=memory, limits={"sizes": ["16x16"]},
+        g = DiffusersGenerator.from_pretrained(wan_width_128, "w", memory=memory, limits={"sizes": ["16x16"]},
                                                call_options=TINY_CALL_OPTIONS["wan"])
         return g, g.generate([_request(g.spec, frames=TINY_FRAMES["wan"])]).frames.astype(float)
 
-    _, plain = run({})
-    quantized, frames = run({"quantization": "int8wo"})
+    plain, plain_frames = run({})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # int4wo's warning that float32 inputs make it slow on the CPU
+        quantized, frames = run({"quantization": scheme})
     weight = quantized.pipeline.transformer.blocks[0].ffn.net[0].proj.weight
-    assert type(weight).__name__ != "Parameter" and "Int8" in type(weight).__name__
-    assert np.abs(frames - plain).mean() < 2.0  # of 255
+    assert type(weight).__name__ == tensor
+    # norms, the patch embedding and the text embedder's 32-wide input layer stay float32
+    assert weight_bytes(quantized.pipeline.transformer) < max_bytes * weight_bytes(plain.pipeline.transformer)
+    assert np.abs(frames - plain_frames).mean() < 3.0  # of 255
+    # the denoiser's own output, as torchao's tests judge a quantized layer: signal-to-quantization-noise ratio
+    generator = torch.Generator().manual_seed(0)
+    inputs = (torch.randn(1, 16, 3, 4, 4, generator=generator), torch.tensor([500]),
+              torch.randn(1, 16, 32, generator=generator))
+    with torch.no_grad():
+        ref, out = (g.pipeline.transformer(*inputs).sample for g in (plain, quantized))
+    assert 20 * torch.log10(ref.norm() / (ref - out).norm()) > min_sqnr
+
+
+def test_int4_on_the_cpu_warns_that_float32_makes_it_slow(tiny_dirs):
+    from reelgen.backends.registry import parse_entry
+
+    entry = {"id": "w", "backend": "diffusers", "path": str(tiny_dirs["wan"]), "memory": {"quantization": "int4wo"}}
+    with pytest.warns(UserWarning, match="int4wo on the CPU with float32"):
+        parse_entry(entry)
 
 
 @pytest.mark.parametrize(("family", "cache"), [("wan", "first_block_cache"), ("cogvideox", "faster_cache"),

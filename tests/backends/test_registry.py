@@ -79,8 +79,10 @@ def test_duplicate_ids(wan_dir):
      "memory.sequential_offload: choose one of cpu_offload and sequential_offload"),
     ({"memory": {"quantization": "fp8"}}, "memory.quantization: fp8: float8 matmuls need an NVIDIA GPU with compute "
                                           "capability 8.9+"),
-    ({"memory": {"quantization": "int4wo"}}, "memory.quantization: int4wo: torchao's int4 weight-only kernels run on "
-                                             "CUDA GPUs only"),
+    ({"device": "mps", "memory": {"quantization": "int4wo"}}, "memory.quantization: int4wo: torchao packs int4 "
+                                                               "weights for the CPU and for CUDA GPUs only"),
+    ({"device": "cuda", "memory": {"quantization": "int4wo"}}, "memory.quantization: int4wo: the CUDA int4 kernel "
+                                                                "(tinygemm) takes bfloat16 only"),
     ({"memory": {"quantization": "int3"}}, "memory.quantization: choose one of int8wo, int8dq, fp8wo, fp8, int4wo"),
     ({"memory": {"attention_backend": "flash"}}, "memory.attention_backend: 'flash' needs a GPU; on the CPU choose "
                                                  "one of native, _native_math, flex"),

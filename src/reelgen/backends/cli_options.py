@@ -24,7 +24,7 @@ CACHES = {"first-block": "first_block_cache", "pab": "pyramid_attention_broadcas
 OFFLOAD = {"model": "cpu_offload", "sequential": "sequential_offload"}
 # The built-in model's defaults for the options whose default an open model takes from its registry entry
 BUILTIN_DEFAULTS = {"steps": 20, "guidance": 5.0, "fps": 8, "min_side": 256}
-_MODEL_FLAGS = ("model", "models_file", "model_path", "family", "image", "size", "dtype", "device", "cpu_offload",
+_MODEL_FLAGS = ("model", "models_file", "model_path", "family", "image", "size", "dtype", "cpu_offload",
                 "vae_slicing", "vae_tiling", "attention_backend", "compile", "quantize", "cache", "cache_threshold")
 
 
@@ -44,7 +44,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                                   "family's grid (default: its default size)")
     g.add_argument("--dtype", choices=DTYPES, help="weights and compute dtype (float16 needs a GPU; bfloat16 is very "
                                                    "slow on CPUs without AVX512-BF16)")
-    g.add_argument("--device", help="cpu, cuda, cuda:N, mps or xpu (default: the entry's, else cpu)")
+    g.add_argument("--device", help="cpu, cuda, cuda:N, mps or xpu; the built-in model takes it too (default: cpu, "
+                                    "or an open model's entry's)")
     g.add_argument("--cpu-offload", choices=list(OFFLOAD),
                    help="GPU only: keep weights in CPU memory and move each component (model) or layer "
                         "(sequential: least memory, slowest) to the GPU while it runs")
@@ -57,8 +58,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--compile", action="store_true", default=None,
                    help="torch.compile the denoiser's repeated blocks (the first video compiles: slow)")
     g.add_argument("--quantize", choices=list(QUANTIZE),
-                   help="quantize the denoiser with torchao: int8 weight-only, int8 dynamic, float8 weight-only; "
-                        "fp8 matmuls and int4 need a CUDA GPU")
+                   help="quantize the denoiser with torchao: int8 weight-only, int8 dynamic, float8 weight-only, "
+                        "int4 weight-only (CPU or CUDA with bfloat16; on a CPU it saves memory, not time); fp8 "
+                        "matmuls need a CUDA GPU")
     g.add_argument("--cache", choices=list(CACHES),
                    help="reuse block outputs across denoising steps: First Block Cache, Pyramid Attention "
                         "Broadcast, FasterCache (where the model supports it)")
@@ -72,7 +74,8 @@ def uses_open_model(args: argparse.Namespace) -> bool:
 
 
 def fill_builtin_defaults(args: argparse.Namespace) -> None:
-    """The built-in model's defaults; refuses the flags only open models take."""
+    """The built-in model's defaults; refuses the flags only open models take and a device this machine lacks."""
+    from reelgen.pipelines.device import resolve_device
     from reelgen.pipelines.request import DEFAULT_SAMPLER
 
     given = [name for name in _MODEL_FLAGS if getattr(args, name) is not None]
@@ -85,6 +88,12 @@ def fill_builtin_defaults(args: argparse.Namespace) -> None:
             setattr(args, name, value)
     if args.sampler is None:
         args.sampler = DEFAULT_SAMPLER
+    if args.device is None:
+        args.device = "cpu"
+    try:
+        resolve_device(args.device)
+    except ValueError as e:
+        raise ValueError(f"--device {args.device}: {e}") from None
 
 
 def _memory_flags(args: argparse.Namespace) -> tuple[dict, dict, dict[str, str]]:

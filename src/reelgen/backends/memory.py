@@ -14,16 +14,18 @@ from typing import Any
 from reelgen.backends.model_table import STEP_CACHES, ModelFamily
 
 DTYPES = ("float32", "float16", "bfloat16")
-# torchao schemes for the denoiser's linear layers; the values name the torchao config classes
+# torchao schemes for the denoiser's linear layers (torchao_config builds each one for its device)
 QUANTIZATIONS = {
-    "int8wo": "Int8WeightOnlyConfig",  # int8 weights, float activations
-    "int8dq": "Int8DynamicActivationInt8WeightConfig",  # int8 weights and dynamically quantized activations
-    "fp8wo": "Float8WeightOnlyConfig",  # float8 weights, upcast at matmul: smaller, not faster
-    "fp8": "Float8DynamicActivationFloat8WeightConfig",  # float8 matmuls: needs float8 tensor cores
-    "int4wo": "Int4WeightOnlyConfig",  # 4-bit weights with CUDA kernels
+    "int8wo": "int8 weights, float activations",
+    "int8dq": "int8 weights and dynamically quantized int8 activations",
+    "fp8wo": "float8 weights, upcast at matmul: smaller, not faster",
+    "fp8": "float8 weights and activations: float8 matmuls on float8 tensor cores",
+    "int4wo": "4-bit weights packed two to a byte, one scale and zero per group of 128 inputs",
 }
-_NEEDS_CUDA = {"fp8": "float8 matmuls need an NVIDIA GPU with compute capability 8.9+ (Ada, Hopper)",
-               "int4wo": "torchao's int4 weight-only kernels run on CUDA GPUs only"}
+INT4_GROUP = 128  # torchao's default; linear layers whose input width is no multiple of it stay unquantized
+# the devices a scheme runs on, and why not elsewhere
+_DEVICES = {"fp8": (("cuda",), "float8 matmuls need an NVIDIA GPU with compute capability 8.9+ (Ada, Hopper)"),
+            "int4wo": (("cpu", "cuda"), "torchao packs int4 weights for the CPU and for CUDA GPUs only")}
 # Attention backends that run on a CPU; the rest need CUDA (or their own packages, checked by diffusers)
 CPU_ATTENTION_BACKENDS = ("native", "_native_math", "flex")
 
@@ -72,9 +74,17 @@ def check_options(options: MemoryOptions, family: ModelFamily, *, device: str, d
         if options.quantization not in QUANTIZATIONS:
             raise ValueError(f"memory.quantization: choose one of {', '.join(QUANTIZATIONS)}, "
                              f"got {options.quantization!r}")
-        if options.quantization in _NEEDS_CUDA and not device.startswith("cuda"):
-            raise ValueError(f"memory.quantization: {options.quantization}: {_NEEDS_CUDA[options.quantization]}; "
-                             f"device is {device!r} (int8wo, int8dq and fp8wo run anywhere)")
+        kinds, why = _DEVICES.get(options.quantization, (None, ""))
+        if kinds is not None and device.split(":")[0] not in kinds:
+            raise ValueError(f"memory.quantization: {options.quantization}: {why}; device is {device!r} "
+                             "(int8wo, int8dq and fp8wo run anywhere)")
+        if options.quantization == "int4wo" and device.startswith("cuda") and dtype != "bfloat16":
+            raise ValueError("memory.quantization: int4wo: the CUDA int4 kernel (tinygemm) takes bfloat16 only; "
+                             "set dtype = \"bfloat16\"")
+        if options.quantization == "int4wo" and on_cpu and dtype == "float32":
+            warnings.warn("int4wo on the CPU with float32: torch's CPU int4 matmul runs far slower with float32 "
+                          "inputs than a plain float32 matmul; it saves memory, not time (bench_diffusers.py)",
+                          stacklevel=3)
     if options.attention_backend is not None and on_cpu and options.attention_backend not in CPU_ATTENTION_BACKENDS:
         raise ValueError(f"memory.attention_backend: {options.attention_backend!r} needs a GPU; on the CPU choose "
                          f"one of {', '.join(CPU_ATTENTION_BACKENDS)}")
@@ -110,8 +120,10 @@ def check_runtime(options: MemoryOptions, *, device: str, dtype: str) -> None:
             import torchao.quantization  # noqa: F401
         except ImportError as e:
             raise ValueError(f"memory.quantization: needs torchao ({e})") from e
-        if options.quantization == "fp8" and torch.cuda.get_device_capability(device) < (8, 9):
-            raise ValueError(f"memory.quantization: fp8: {_NEEDS_CUDA['fp8']}; {device} has compute capability "
+        needs = {"fp8": (8, 9), "int4wo": (8, 0)}.get(options.quantization)
+        if needs and kind == "cuda" and torch.cuda.get_device_capability(device) < needs:
+            raise ValueError(f"memory.quantization: {options.quantization} needs a GPU of compute capability "
+                             f"{'.'.join(map(str, needs))}+; {device} has "
                              f"{'.'.join(map(str, torch.cuda.get_device_capability(device)))}")
     if options.attention_backend is not None:
         from diffusers.models.attention_dispatch import AttentionBackendName, _check_attention_backend_requirements
@@ -168,7 +180,7 @@ def apply_options(pipe, options: MemoryOptions, family: ModelFamily, device: str
     if options.quantization is not None:
         import torchao.quantization as tq
 
-        tq.quantize_(denoiser, getattr(tq, QUANTIZATIONS[options.quantization])())
+        tq.quantize_(denoiser, torchao_config(options.quantization, device))
     if options.step_cache is not None:
         denoiser.enable_cache(step_cache_config(options, family, lambda: pipe.current_timestep))
     if options.vae_slicing:
@@ -184,3 +196,33 @@ def apply_options(pipe, options: MemoryOptions, family: ModelFamily, device: str
             denoiser.compile_repeated_blocks(fullgraph=True)
         else:
             denoiser.compile()
+
+
+def torchao_config(name: str, device: str):
+    """The torchao config of the QUANTIZATIONS scheme `name` for weights that run on `device`."""
+    import torchao.quantization as tq
+
+    if name == "int4wo" and device.startswith("cuda"):
+        # the tinygemm layout torch's own CUDA int4 matmul reads (the default layout needs the mslk package)
+        return tq.Int4WeightOnlyConfig(group_size=INT4_GROUP, int4_packing_format="tile_packed_to_4d")
+    if name == "int4wo":
+        # Int4OpaqueTensor: packed for torch's CPU int4 matmul (_weight_int4pack_mm_for_cpu); a prototype in
+        # torchao 0.18, where Int4WeightOnlyConfig has no CPU layout that packs
+        from torchao.prototype.quantization.int4 import PrototypeInt4WeightOnlyConfig
+
+        return PrototypeInt4WeightOnlyConfig(group_size=INT4_GROUP)
+    return {"int8wo": tq.Int8WeightOnlyConfig, "int8dq": tq.Int8DynamicActivationInt8WeightConfig,
+            "fp8wo": tq.Float8WeightOnlyConfig, "fp8": tq.Float8DynamicActivationFloat8WeightConfig}[name]()
+
+
+def weight_bytes(module) -> int:
+    """Bytes of a module's parameters and buffers, counting the inner tensors of torchao's quantized tensors."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    def size(t) -> int:
+        if is_traceable_wrapper_subclass(t):
+            names, _ = t.__tensor_flatten__()
+            return sum(size(getattr(t, n)) for n in names)
+        return t.numel() * t.element_size()
+
+    return sum(size(t) for t in (*module.parameters(), *module.buffers()))
