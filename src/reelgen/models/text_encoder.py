@@ -19,6 +19,9 @@ class TextEmbedding:
     mask: torch.Tensor  # (B, L) bool, True on real tokens
     pooled: torch.Tensor  # (B, 384) mean-pooled, L2-normalized sentence embedding
 
+    def to(self, device: torch.device) -> "TextEmbedding":
+        return TextEmbedding(self.tokens.to(device), self.mask.to(device), self.pooled.to(device))
+
     def __getitem__(self, index) -> "TextEmbedding":
         return TextEmbedding(self.tokens[index], self.mask[index], self.pooled[index])
 

@@ -64,7 +64,9 @@ def load_config(directory: str | Path) -> VideoTransformerConfig:
 def sincos_1d(positions: torch.Tensor, dim: int) -> torch.Tensor:
     """Fixed sinusoidal embedding of (N,) positions -> (N, dim)."""
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / half)
+    # Built on the positions' device: a CPU tensor here would fail the first forward on a GPU.
+    steps = torch.arange(half, dtype=torch.float32, device=positions.device)  # (half,)
+    freqs = torch.exp(-math.log(10000.0) * steps / half)  # (half,)
     angles = positions.float()[:, None] * freqs[None]  # (N, half)
     return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
@@ -202,7 +204,7 @@ class VideoTransformer(nn.Module):
         os.replace(directory / "config.json.tmp", directory / "config.json")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path) -> "VideoTransformer":
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> "VideoTransformer":
         from safetensors.torch import load_file
 
         directory = Path(directory)
@@ -211,4 +213,4 @@ class VideoTransformer(nn.Module):
             raise FileNotFoundError(f"{directory} is not a reelgen model folder: model.safetensors is missing")
         model = cls(cfg)
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
-        return model.eval()
+        return model.to(device).eval()

@@ -31,7 +31,9 @@ class CFGParallel:
     def __call__(self, model, x: torch.Tensor, t: torch.Tensor, cond: TextEmbedding, uncond: TextEmbedding,
                  scale: float | torch.Tensor) -> torch.Tensor:
         """x (B, C, F, H, W), t (B,) -> uncond + scale * (cond - uncond), shape of x, on both ranks."""
-        if scale == 1.0:  # guidance off: both ranks run the one pass rather than wait for each other
+        # guidance off (one scale of 1; per-request scales come as a tensor): both ranks run the one pass
+        # rather than wait for each other
+        if not isinstance(scale, torch.Tensor) and scale == 1.0:
             return model(x, t, cond.tokens, cond.mask, cond.pooled)
         text = cond if self.rank == 0 else uncond
         mine = model(x, t, text.tokens, text.mask, text.pooled)  # (B, C, F, H, W)

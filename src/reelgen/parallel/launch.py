@@ -1,8 +1,7 @@
 """Start the ranks of one small torch.distributed job on this machine and collect what each returns.
 
-For tests and benchmarks. torchrun (see parallel.run) launches real jobs; a
-group of Ray actors can later play the ranks the same way (each calls
-`init_process_group` with a shared address, its rank and the world size).
+For tests and benchmarks on the CPU. torchrun (see parallel.run) and Ray
+(parallel.ray_ranks) launch real jobs.
 """
 
 from __future__ import annotations
@@ -19,9 +18,11 @@ import torch
 import torch.distributed as td
 import torch.multiprocessing as mp
 
+from reelgen.parallel.group import backend_for
+
 
 def run_ranks(fn: Callable, world_size: int, *args, threads: int = 1, timeout: float = 300.0) -> list:
-    """Run fn(*args) on world_size fresh processes joined in a gloo group; its return values in rank order.
+    """Run fn(*args) on world_size fresh CPU processes joined in one group; its return values in rank order.
 
     fn must be importable by name (spawned processes re-import it) and return
     something picklable. Each rank uses `threads` torch threads. The first
@@ -58,7 +59,7 @@ def _rank_main(fn, rank, world_size, store, threads, args, results) -> None:
     torch.set_num_threads(threads)
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
     try:
-        td.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
+        td.init_process_group(backend_for("cpu"), init_method=f"file://{store}", rank=rank, world_size=world_size)
         # Pickled here, not by the queue: torch's queue pickler would pass tensors as shared-memory
         # handles, which vanish when this process exits before the parent has read them.
         results.put((rank, True, pickle.dumps(fn(*args))))

@@ -96,10 +96,10 @@ class LongVideoPipeline(TextToVideoPipeline):
         total = torch.zeros_like(x)  # (B, C, F, H, W): sum of weighted predictions
         for (start, end), w in list(zip(windows, weights))[rank::world]:
             pred = super().predict(x[:, :, start:end], t, cond, uncond, scale)  # (B, C, f, H, W)
-            total[:, :, start:end] += w[:, None, None] * pred
+            total[:, :, start:end] += w.to(x.device)[:, None, None] * pred
         if world > 1:
             all_reduce_sum(total, self.group, self.traffic)
-        norm = torch.zeros(x.shape[2])  # (F,): sum of weights per frame
+        norm = torch.zeros(x.shape[2], device=x.device)  # (F,): sum of weights per frame
         for (start, end), w in zip(windows, weights):
-            norm[start:end] += w
+            norm[start:end] += w.to(x.device)
         return total / norm[:, None, None]  # (B, C, F, H, W)

@@ -18,6 +18,7 @@ from reelgen.diffusion.pixels import model_to_frames
 from reelgen.diffusion.schedule import SAMPLERS, make_scheduler
 from reelgen.models.text_encoder import TextEmbedding, TextEncoder
 from reelgen.models.transformer import VideoTransformer
+from reelgen.pipelines.device import resolve_device
 from reelgen.pipelines.request import GUIDANCE_WARN_ABOVE, SAMPLER_NAMES, GenerationCancelled, GenerationRequest
 
 # The request module names samplers without importing diffusers; keep the two in step.
@@ -31,7 +32,11 @@ DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "weights" / "builti
 
 
 class TextToVideoPipeline:
-    """Runs the denoising loop of a VideoTransformer conditioned on MiniLM text embeddings."""
+    """Runs the denoising loop of a VideoTransformer conditioned on MiniLM text embeddings.
+
+    The transformer runs on its parameters' device (`to(device)`); the text encoder stays on the CPU, where
+    a few prompts a second cost little, and its cached embeddings move over per batch.
+    """
 
     def __init__(self, model: VideoTransformer, text_encoder: TextEncoder, guidance: Guidance = guided_prediction):
         self.model = model.eval()
@@ -40,10 +45,19 @@ class TextToVideoPipeline:
         self.guidance = guidance
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | Path | None = None,
-                        text_encoder: TextEncoder | None = None) -> "TextToVideoPipeline":
-        model = VideoTransformer.from_pretrained(model_dir or DEFAULT_MODEL_DIR)
+    def from_pretrained(cls, model_dir: str | Path | None = None, text_encoder: TextEncoder | None = None,
+                        device: str | torch.device = "cpu") -> "TextToVideoPipeline":
+        device = resolve_device(device)  # before the weights load: an unavailable GPU fails at once
+        model = VideoTransformer.from_pretrained(model_dir or DEFAULT_MODEL_DIR, device=device)
         return cls(model, text_encoder or TextEncoder())
+
+    def to(self, device: str | torch.device) -> "TextToVideoPipeline":
+        self.model.to(resolve_device(device))
+        return self
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     @property
     def max_frames(self) -> int:
@@ -101,14 +115,14 @@ class TextToVideoPipeline:
         if max(r.guidance_scale for r in requests) > GUIDANCE_WARN_ABOVE:
             warnings.warn(f"guidance scale above {GUIDANCE_WARN_ABOVE} usually oversaturates colours and freezes "
                           "motion", stacklevel=2)
-        cfg = self.model.cfg
+        cfg, device = self.model.cfg, self.device
 
         clock = _Stopwatch(timings)
 
         # 1. encode prompts (cached per prompt)
-        cond = self.text_encoder([r.prompt for r in requests])
-        uncond = self.text_encoder([r.negative_prompt for r in requests])
-        scales = torch.tensor([r.guidance_scale for r in requests])  # (B,)
+        cond = self.text_encoder([r.prompt for r in requests]).to(device)
+        uncond = self.text_encoder([r.negative_prompt for r in requests]).to(device)
+        scales = torch.tensor([r.guidance_scale for r in requests], device=device)  # (B,)
 
         clock.lap("encode_text")
 
@@ -116,14 +130,17 @@ class TextToVideoPipeline:
         # steps it would take alone, and leaves the batch with its own scheduler state (multistep history).
         schedulers = [make_scheduler(first.sampler) for _ in requests]
         for scheduler in schedulers:
-            scheduler.set_timesteps(first.steps)
+            scheduler.set_timesteps(first.steps, device=device)
 
-        # 3. initial noise, one generator per request so a video depends only on its own seed
+        # 3. initial noise, one generator per request so a video depends only on its own seed. Drawn on the
+        # CPU and moved: a GPU's generator draws other numbers from the same seed, and the video would
+        # depend on the device.
         generators = [torch.Generator().manual_seed(r.seed) for r in requests]
         shape = (1, cfg.channels, first.frames, cfg.resolution, cfg.resolution)
-        x = [torch.randn(shape, generator=g) * s.init_noise_sigma for g, s in zip(generators, schedulers)]
+        x = [torch.randn(shape, generator=g).to(device) * s.init_noise_sigma for g, s in zip(generators, schedulers)]
         # Stochastic samplers (ddpm) draw fresh noise per step; as diffusers' own pipelines
-        # do, pass generators only to schedulers whose step takes them.
+        # do, pass generators only to schedulers whose step takes them (diffusers' randn_tensor
+        # draws on a CPU generator and moves the noise, as above).
         takes_generator = "generator" in inspect.signature(schedulers[0].step).parameters
         step_kwargs = [{"generator": g} if takes_generator else {} for g in generators]
 
@@ -135,9 +152,9 @@ class TextToVideoPipeline:
             active = [k for k in active if cancels[k] is None or not cancels[k].is_set()]
             if not active:
                 break
-            index = torch.tensor(active)
+            index = torch.tensor(active, device=device)
             x_in = torch.cat([schedulers[k].scale_model_input(x[k], t) for k in active])  # (A, C, F, H, W)
-            tt = torch.full((len(active),), float(t))  # (A,)
+            tt = torch.full((len(active),), float(t), device=device)  # (A,)
             pred = self.predict(x_in, tt, cond[index], uncond[index], _scale(scales[index]))  # (A, C, F, H, W)
             for k, p in zip(active, pred.split(1)):
                 x[k] = schedulers[k].step(p, t, x[k], **step_kwargs[k]).prev_sample  # (1, C, F, H, W)

@@ -1,7 +1,8 @@
 """Data-parallel training over several processes with torch.distributed.
 
 Launched by torchrun (which sets RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR,
-MASTER_PORT); gloo on CPU, nccl on GPU. A plain `python` launch is one process.
+MASTER_PORT); gloo on CPU, nccl on GPU (parallel.group.backend_for). A plain `python`
+launch is one process.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import torch
 import torch.distributed as td
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
+
+from reelgen.parallel.group import backend_for
 
 
 @dataclass
@@ -45,15 +48,16 @@ class Distributed:
             td.destroy_process_group()
 
 
-def setup() -> Distributed:
+def setup(device: str | torch.device | None = None) -> Distributed:
+    """Join the torchrun job, computing on `device`: by default this rank's GPU if there is one, else the CPU.
+    A "cuda" without an index means this rank's GPU, cuda:LOCAL_RANK."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if torch.cuda.is_available():
-        device = torch.device("cuda", local_rank)
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank if device.index is None else device.index)
         torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
     if world_size > 1 and not td.is_initialized():
-        td.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        td.init_process_group(backend=backend_for(device))
     return Distributed(rank, world_size, device)
