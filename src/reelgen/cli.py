@@ -122,7 +122,7 @@ def _run_generate(args) -> int:
     output, _ = check_output_path(args.output)
 
     # 2. generate and write (the writer replaces the file only once it is complete)
-    pipeline = TextToVideoPipeline.from_pretrained(model_dir)
+    pipeline = TextToVideoPipeline.from_pretrained(model_dir, device=args.device)
     frames = pipeline([request], progress=not args.quiet)[0]
     write_video(frames, output, fps=args.fps, min_side=args.min_side)
     print(f"wrote {output} ({frames.shape[0]} frames, {args.fps} fps)")
