@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import http.server
 import io
+import ipaddress
 import threading
 
 import pytest
@@ -86,37 +87,128 @@ def test_fit_image_covers_and_crops_the_centre():
     assert fitted.getpixel((0, 16)) == (255, 0, 0)
 
 
-@pytest.fixture
-def loopback_server():
-    """A server on 127.0.0.1 that counts requests: only to prove that none ever reaches it."""
-    hits = []
+def _bomb() -> bytes:
+    buf = io.BytesIO()
+    Image.new("1", (5000, 5000)).save(buf, "PNG")  # 25 megapixels in about 3 KB
+    return buf.getvalue()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            hits.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.end_headers()
-            self.wfile.write(png_bytes())
 
-        def log_message(self, *args):
+class ImageServer:
+    """A real HTTP server on 127.0.0.1 with one route per case; it records what it was asked and what it sent."""
+
+    ENDLESS = 64 * 2**20  # the endless route offers this much, without a Content-Length
+
+    def __init__(self):
+        self.hits: list[str] = []
+        self.endless_sent = 0
+        self.endless_done = threading.Event()
+        routes = {
+            "/red.png": lambda h: h.reply(200, "image/png", png_bytes(size=(40, 24), color=(220, 30, 30))),
+            "/page.html": lambda h: h.reply(200, "text/html; charset=utf-8", b"<html>not an image</html>"),
+            "/declared-huge.png": lambda h: h.reply(200, "image/png", b"", length=10**9),
+            "/endless.png": self._endless,
+            "/bomb.png": lambda h: h.reply(200, "image/png", _bomb()),
+            "/to-private": lambda h: h.reply(302, "text/plain", b"", location="http://10.0.0.1/a.png"),
+            "/to-metadata": lambda h: h.reply(307, "text/plain", b"", location="http://169.254.169.254/latest/"),
+            "/to-red": lambda h: h.reply(302, "text/plain", b"", location="/red.png"),
+        }
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                server.hits.append(self.path)
+                routes[self.path](self)
+
+            def reply(self, status, content_type, body, length=None, location=None):
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body) if length is None else length))
+                if location:
+                    self.send_header("Location", location)
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.http = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.http.server_address[1]
+
+    def _endless(self, handler):
+        handler.send_response(200)
+        handler.send_header("Content-Type", "image/png")
+        handler.send_header("Connection", "close")  # the body ends when the connection does: no length to check
+        handler.end_headers()
+        chunk = png_bytes() + bytes(64 * 1024)
+        try:
+            while self.endless_sent < self.ENDLESS:
+                handler.wfile.write(chunk)
+                self.endless_sent += len(chunk)
+        except OSError:  # the client hung up
             pass
+        finally:
+            self.endless_done.set()
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    def url(self, path: str, host: str = "127.0.0.1") -> str:
+        return f"http://{host}:{self.port}{path}"
+
+
+@pytest.fixture
+def image_server():
+    server = ImageServer()
+    thread = threading.Thread(target=server.http.serve_forever, daemon=True)
     thread.start()
-    yield server.server_address[1], hits
-    server.shutdown()
-    server.server_close()
+    yield server
+    server.http.shutdown()
+    server.http.server_close()
 
 
-def test_loopback_urls_are_refused_before_connecting(loopback_server):
-    port, hits = loopback_server
-    for url in (f"http://127.0.0.1:{port}/a.png", f"http://localhost:{port}/a.png", f"http://[::1]:{port}/a.png",
-                f"http://0x7f000001:{port}/a.png"):
+def allow_loopback(host, address) -> bool:
+    """What a service's allow-list of 127.0.0.1/32 admits; every other non-public address stays refused."""
+    return address in ipaddress.ip_network("127.0.0.1/32")
+
+
+def test_loopback_urls_are_refused_before_connecting(image_server):
+    for url in (image_server.url("/red.png"), image_server.url("/red.png", "localhost"),
+                image_server.url("/red.png", "[::1]"), image_server.url("/red.png", "0x7f000001")):
         with pytest.raises(ImageInputError, match="non-public address"):
             fetch_image(url)
-    assert hits == []
+    assert image_server.hits == []
+
+
+def test_an_allowed_server_is_fetched_from_and_its_image_used(image_server):
+    data = read_image_reference(image_server.url("/red.png"), allow=allow_loopback)
+    assert data == png_bytes(size=(40, 24), color=(220, 30, 30))
+    first_frame = fit_image(decode_image(data), (16, 16))
+    assert first_frame.getpixel((8, 8)) == (220, 30, 30)
+    # a redirect within the allowed server is followed
+    assert read_image_reference(image_server.url("/to-red"), allow=allow_loopback) == data
+    assert image_server.hits == ["/red.png", "/to-red", "/red.png"]
+
+
+def test_an_allowed_server_still_gets_every_other_check(image_server):
+    with pytest.raises(ImageInputError, match="the URL serves text/html, not image/png"):
+        read_image_reference(image_server.url("/page.html"), allow=allow_loopback)
+    with pytest.raises(ImageInputError, match="the image is 1000000000 bytes; the limit is 1000"):
+        read_image_reference(image_server.url("/declared-huge.png"), allow=allow_loopback, max_bytes=1000)
+    with pytest.raises(ImageInputError, match="5000x5000 = 25000000 pixels; the limit is"):
+        read_image_reference(image_server.url("/bomb.png"), allow=allow_loopback)
+    assert image_server.hits == ["/page.html", "/declared-huge.png", "/bomb.png"]
+
+
+def test_a_body_larger_than_the_limit_is_refused_without_reading_it_all(image_server):
+    with pytest.raises(ImageInputError, match="larger than the limit of 65536 bytes"):
+        read_image_reference(image_server.url("/endless.png"), allow=allow_loopback, max_bytes=65536)
+    assert image_server.endless_done.wait(10)
+    # the reader hung up after 64 KiB: the server could push little more than what the socket buffers hold
+    assert image_server.endless_sent < ImageServer.ENDLESS / 4
+
+
+@pytest.mark.parametrize("path", ["/to-private", "/to-metadata"])
+def test_a_redirect_to_a_private_address_is_refused(image_server, path):
+    with pytest.raises(ImageInputError, match="non-public address"):
+        read_image_reference(image_server.url(path), allow=allow_loopback)
+    assert image_server.hits == [path]  # asked once; the private target is never connected to
 
 
 @pytest.mark.parametrize("url", [

@@ -5,6 +5,7 @@ when the request arrives. Limits: encoded size, PNG/JPEG/WebP only (by content, 
 pixel count, checked from the header before decoding (decompression bombs). URLs: http and https
 only, every address the host resolves to must be public (no loopback, private, link-local, ...),
 the connection goes to the address that was checked (no DNS rebinding), redirects are checked again.
+A service may admit chosen non-public hosts or networks (an image server on its own network) with `allow`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import ipaddress
 import socket
 import ssl
 import warnings
+from collections.abc import Callable
 from urllib.parse import urljoin, urlsplit
 
 from PIL import Image, ImageOps
@@ -26,6 +28,8 @@ MAX_IMAGE_PIXELS = 4096 * 4096
 IMAGE_FORMATS = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp"}
 FETCH_TIMEOUT = 10.0
 MAX_REDIRECTS = 3
+# (host name, address it resolved to) -> whether to fetch from it although the address is not public
+AllowAddress = Callable[[str, ipaddress.IPv4Address | ipaddress.IPv6Address], bool]
 
 
 class ImageInputError(ValueError):
@@ -81,8 +85,8 @@ def parse_data_url(url: str, *, max_bytes: int = MAX_IMAGE_BYTES) -> bytes:
         raise ImageInputError(f"the data URL is not valid base64 ({e})") from e
 
 
-def _public_address(host: str, port: int) -> str:
-    """The first address `host` resolves to, if every one of them is public; ImageInputError otherwise."""
+def _public_address(host: str, port: int, allow: AllowAddress | None) -> str:
+    """The first address `host` resolves to, if every one of them is public or allowed; ImageInputError otherwise."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as e:
@@ -92,7 +96,7 @@ def _public_address(host: str, port: int) -> str:
         ip = ipaddress.ip_address(address.split("%")[0])
         if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
             ip = ip.ipv4_mapped
-        if not ip.is_global or ip.is_multicast:
+        if (not ip.is_global or ip.is_multicast) and not (allow is not None and allow(host, ip)):
             raise ImageInputError(f"{host!r} resolves to {ip}, a loopback, private, link-local or otherwise "
                                   "non-public address; reelgen fetches images from public addresses only")
     return addresses[0]
@@ -117,8 +121,9 @@ class _PinnedHTTPSConnection(http.client.HTTPSConnection):
         self.sock = self._context.wrap_socket(sock, server_hostname=self.host)  # the certificate names the host
 
 
-def fetch_image(url: str, *, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = FETCH_TIMEOUT) -> bytes:
-    """GET an image over http(s) from a public address -> its bytes (at most max_bytes; not yet decoded)."""
+def fetch_image(url: str, *, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = FETCH_TIMEOUT,
+                allow: AllowAddress | None = None) -> bytes:
+    """GET an image over http(s) from a public (or allowed) address -> its bytes (at most max_bytes; not decoded)."""
     for _ in range(MAX_REDIRECTS + 1):
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
@@ -128,7 +133,7 @@ def fetch_image(url: str, *, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = 
         if parts.username or parts.password:
             raise ImageInputError("image URLs may not carry credentials")
         port = parts.port or (443 if parts.scheme == "https" else 80)
-        address = _public_address(parts.hostname, port)
+        address = _public_address(parts.hostname, port, allow)
         cls = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
         conn = cls(parts.hostname, address, port=port, timeout=timeout)
         try:
@@ -159,14 +164,15 @@ def fetch_image(url: str, *, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = 
 
 
 def read_image_reference(reference: str | bytes, *, max_bytes: int = MAX_IMAGE_BYTES,
-                         max_pixels: int = MAX_IMAGE_PIXELS, allow_urls: bool = True) -> bytes:
+                         max_pixels: int = MAX_IMAGE_PIXELS, allow_urls: bool = True,
+                         allow: AllowAddress | None = None) -> bytes:
     """An upload (bytes), a data URL or an http(s) URL -> checked image bytes, ready for GenerationRequest.image."""
     if isinstance(reference, (bytes, bytearray)):
         data = bytes(reference)
     elif isinstance(reference, str) and reference.startswith("data:"):
         data = parse_data_url(reference, max_bytes=max_bytes)
     elif isinstance(reference, str) and allow_urls:
-        data = fetch_image(reference, max_bytes=max_bytes)
+        data = fetch_image(reference, max_bytes=max_bytes, allow=allow)
     else:
         raise ImageInputError("an image reference must be image bytes, a data URL"
                               + (" or an http(s) URL" if allow_urls else ""))
