@@ -15,6 +15,7 @@ from reelgen.backends.base import Generator
 from reelgen.service.api import Services, build_api
 from reelgen.service.api.errors import error_body
 from reelgen.service.api.monitoring import install_monitoring
+from reelgen.service.api.web import install_web
 from reelgen.service.api.schemas import VideoPublic
 from reelgen.service.delivery import LinkSigner
 from reelgen.service.executors import LocalExecutor
@@ -79,6 +80,7 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
     app = build_api(services, lifespan)
     app.add_exception_handler(OperationalError, _database_unavailable)
     install_monitoring(app, metrics, model_states)
+    install_web(app)
     return app
 
 
