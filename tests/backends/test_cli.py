@@ -146,3 +146,18 @@ def test_exit_status_and_message_of_the_real_command(models_file, tmp_path):
     assert r.returncode == 2
     assert r.stderr.startswith("reelgen generate: error: --quantize fp8: fp8: float8 matmuls need an NVIDIA GPU")
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    (lambda folder: shutil.rmtree(folder), "path: {folder} does not exist or is not a folder"),
+    (lambda folder: shutil.rmtree(folder / "vae"), "path: {folder} is incomplete: component 'vae'"),
+])
+def test_serve_refuses_a_missing_or_half_copied_model_folder(tiny_dirs, tmp_path, capsys, damage, message):
+    folder = tmp_path / "wan"
+    shutil.copytree(tiny_dirs["wan"], folder)
+    damage(folder)
+    models = tmp_path / "models.toml"
+    models.write_text(tiny_registry_entry("wan", folder))
+    assert main(["serve", "--models-file", str(models), "--data-dir", str(tmp_path / "data"), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"reelgen serve: error: {models}: model 'tiny-wan': " + message.format(folder=folder)), err

@@ -228,6 +228,9 @@ def test_private_link_local_and_special_addresses_are_refused_before_connecting(
     ("gopher://example.com/", "only http and https"),
     ("https://user:pw@example.com/a.png", "may not carry credentials"),
     ("http:///a.png", "names no host"),
+    ("http://example.com:99999/a.png", r"is not valid \(Port out of range"),
+    ("http://example.com:abc/a.png", r"is not valid \(Port could not be cast"),
+    ("http://[::1/a.png", r"is not valid \(Invalid IPv6 URL"),
 ])
 def test_other_schemes_and_credentials_are_refused(url, message):
     with pytest.raises(ImageInputError, match=message):

@@ -1,13 +1,15 @@
 """Open models through the real `reelgen serve --models-file`, driven by the official openai SDK.
 
 Tiny random pipelines saved with save_pretrained: a text-to-video one (Wan), an image-to-video one (Wan I2V,
-the first frame uploaded as input_reference), and a wider Wan whose steps take a few tenths of a second, so
-cancelling mid-job and per-step progress events can be watched. Slow: the server imports torch and diffusers.
+the first frame uploaded as input_reference), a wider Wan whose steps take a few tenths of a second, so
+cancelling mid-job and per-step progress events can be watched, and a copy of the Wan with corrupt weights.
+Slow: the server imports torch and diffusers.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import openai
@@ -30,12 +32,17 @@ def server(tiny_dirs, tmp_path_factory):
     root = tmp_path_factory.mktemp("open-models")
     slow = root / "slow-wan"
     tiny_wan(heads=8, head_dim=64, ffn_dim=2048, layers=4).save_pretrained(slow)
+    broken = root / "broken-wan"  # complete on disk, so the registry accepts it; its weights do not load
+    shutil.copytree(tiny_dirs["wan"], broken)
+    for weights in (broken / "transformer").glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
     models = root / "models.toml"
     models.write_text(
         tiny_registry_entry("wan", tiny_dirs["wan"])
         + tiny_registry_entry("wan-i2v", tiny_dirs["wan-i2v"])
         + tiny_registry_entry("wan", slow, "slow-wan", limits={"sizes": [f"{SLOW_SIZE}x{SLOW_SIZE}"],
-                                                               "max_frames": 17}))
+                                                               "max_frames": 17})
+        + tiny_registry_entry("wan", broken, "broken-wan"))
     with pytest.MonkeyPatch.context() as env:
         env.setenv("REELGEN_MODELS_FILE", str(models))  # Server passes its environment to `reelgen serve`
         server = Server(root, tiny_dirs["wan"]).start()
@@ -50,7 +57,7 @@ def _finished(sdk: openai.OpenAI, video_id: str, timeout: float = 180):
 
 def test_models_are_listed_with_their_limits(server):
     models = {m["id"]: m for m in server.http().get("/v1/models").json()["data"]}
-    assert list(models) == ["tiny-wan", "tiny-wan-i2v", "slow-wan"]
+    assert list(models) == ["tiny-wan", "tiny-wan-i2v", "slow-wan", "broken-wan"]
     assert (models["tiny-wan"]["sizes"], models["tiny-wan"]["seconds"], models["tiny-wan"]["fps"]) == \
         (["16x16"], ["1"], 8)
     assert not models["tiny-wan"]["image_to_video"] and models["tiny-wan-i2v"]["image_to_video"]
@@ -128,3 +135,15 @@ def test_cancel_mid_job_stops_it_and_frees_the_worker(server):
     cancelled = sdk.videos.retrieve(running.id)
     assert cancelled.status == "cancelled" and cancelled.progress < DENOISE_SHARE
     assert http.get(f"/v1/videos/{running.id}/content").status_code == 409
+
+
+def test_a_model_whose_weights_do_not_load_fails_its_job_with_the_reason(server):
+    sdk = server.sdk()
+    video = sdk.videos.create(prompt="a red circle", model="broken-wan", extra_body={"num_inference_steps": 2})
+    done = _finished(sdk, video.id)
+    assert done.status == "failed" and done.error.code == "generation_failed", done
+    assert "could not load model 'broken-wan' (WanPipeline) from " in done.error.message
+    assert server.http().get(f"/v1/videos/{video.id}/content").status_code == 409
+    # the worker and the other models are unharmed
+    after = sdk.videos.create(prompt="a red circle", model="tiny-wan", extra_body={"num_inference_steps": 2})
+    assert _finished(sdk, after.id).status == "completed"

@@ -125,14 +125,17 @@ def fetch_image(url: str, *, max_bytes: int = MAX_IMAGE_BYTES, timeout: float = 
                 allow: AllowAddress | None = None) -> bytes:
     """GET an image over http(s) from a public (or allowed) address -> its bytes (at most max_bytes; not decoded)."""
     for _ in range(MAX_REDIRECTS + 1):
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError as e:  # a bad port or IPv6 literal: the client's mistake, not a server error
+            raise ImageInputError(f"the URL {url!r} is not valid ({e})") from e
         if parts.scheme not in ("http", "https"):
             raise ImageInputError(f"only http and https image URLs are fetched, got {parts.scheme or 'no'} scheme")
         if not parts.hostname:
             raise ImageInputError(f"the URL {url!r} names no host")
         if parts.username or parts.password:
             raise ImageInputError("image URLs may not carry credentials")
-        port = parts.port or (443 if parts.scheme == "https" else 80)
         address = _public_address(parts.hostname, port, allow)
         cls = _PinnedHTTPSConnection if parts.scheme == "https" else _PinnedHTTPConnection
         conn = cls(parts.hostname, address, port=port, timeout=timeout)
