@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 
 
@@ -137,7 +138,8 @@ def _add_serve(sub) -> None:
                                    "processes sharing the same stores generate.",
                        epilog="Every setting can also come from an environment variable REELGEN_<NAME>, e.g. "
                               "REELGEN_WORKERS=2. Secrets come only from there, out of the process list: "
-                              "REELGEN_API_KEYS='[\"key1\"]' turns on bearer auth, and REELGEN_SIGNING_SECRET keeps "
+                              "REELGEN_API_KEYS='[\"key1\"]' adds keys to those of `reelgen keys`, and "
+                              "REELGEN_SIGNING_SECRET keeps "
                               "signed links valid across restarts; REELGEN_WEBHOOK_SECRET (whsec_...) signs webhooks.")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000)")
@@ -187,11 +189,110 @@ def _run_serve(args) -> int:
 
     settings = _settings(args)
     logs.configure(args.log_level, settings.log_format)
+    _check_auth(settings, args.host)
     # Open event streams get a few seconds on SIGTERM; then the app's shutdown finishes or re-queues running jobs.
     # log_config=None: uvicorn's own loggers go through the handler above, in the same format.
     uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level,
                 timeout_graceful_shutdown=5, log_config=None)
     return 0
+
+
+def _check_auth(settings, host: str) -> None:
+    """Auth is off while no API key exists: allowed only where nobody else can connect (loopback)."""
+    from reelgen.service.tenants import KeyStore, is_loopback
+
+    with _job_store(settings.database_url) as store:
+        keys = KeyStore(store.engine)
+        keys.register_configured(settings.api_keys)
+        if not keys.auth_required() and not is_loopback(host):
+            raise ValueError(f"refusing to serve on {host} without API keys: anyone reaching it could use it. "
+                             "Create one with `reelgen keys create` (or listen on 127.0.0.1)")
+
+
+@contextmanager
+def _job_store(url: str):
+    """The job store at `url`, migrated; an unreachable database is one message (exit 2)."""
+    from sqlalchemy.exc import OperationalError
+
+    from reelgen.service.jobs import JobStore
+
+    store = JobStore(url)
+    try:
+        store.create_schema()
+        yield store
+    except OperationalError as e:
+        raise OSError(f"cannot reach the database {store.engine.url}: {e.orig}") from e
+    finally:
+        store.close()
+
+
+def _add_keys(sub) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database-url", default=None,
+                        help="the job store's SQLAlchemy URL (default: REELGEN_DATABASE_URL, else SQLite in "
+                             "REELGEN_DATA_DIR, as `reelgen serve`)")
+    p = sub.add_parser("keys", help="API keys of the service: create, list, revoke",
+                       description="API keys live in the job store: every `reelgen serve` on it accepts a new key, "
+                                   "and refuses a revoked one, at its next request. Once any key exists, every "
+                                   "request needs one (`Authorization: Bearer rg_...`); before that, auth is off, "
+                                   "which `serve` allows on loopback only.")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", parents=[common], help="make a key and print its secret (once)",
+                                description="Prints the secret alone on stdout; it is stored only as a hash "
+                                            "and cannot be shown again. Limits not given follow the service's "
+                                            "settings (REELGEN_REQUESTS_PER_MINUTE, ...); 0 is no limit.")
+    create.add_argument("--name", default="", help="what the key is for (shown by `list`)")
+    create.add_argument("--requests-per-minute", type=int, default=None, help="requests per minute")
+    create.add_argument("--max-concurrent-jobs", type=int, default=None, help="videos queued or in progress")
+    create.add_argument("--daily-compute-seconds", type=float, default=None,
+                        help="device seconds of generation per UTC day")
+    create.add_argument("--webhook-url", default=None,
+                        help="receives the events of this key's videos when a request names no webhook_url "
+                             "(the service needs REELGEN_WEBHOOK_SECRET)")
+    actions.add_parser("list", parents=[common], help="every key: id, name, status, limits")
+    revoke = actions.add_parser("revoke", parents=[common], help="refuse a key from its next request on")
+    revoke.add_argument("id", help="the key's id, key_... (from `list`)")
+    p.set_defaults(func=_run_keys)
+
+
+def _run_keys(args) -> int:
+    from reelgen.service.settings import ServiceSettings
+    from reelgen.service.tenants import KeyStore, check_limits
+
+    with _job_store(args.database_url or ServiceSettings().database_url) as store:
+        keys = KeyStore(store.engine)
+        if args.action == "create":
+            limits = {name: getattr(args, name) for name in ("requests_per_minute", "max_concurrent_jobs",
+                                                             "daily_compute_seconds", "webhook_url")}
+            key, secret = keys.create(args.name, **check_limits(**limits))
+            print(secret)
+            print(f"created {key.id}{f' ({key.name})' if key.name else ''}: the secret above is shown only "
+                  "this once", file=sys.stderr)
+        elif args.action == "list":
+            for key in keys.list():
+                print(_key_line(key))
+        else:
+            key = keys.revoke(args.id)
+            if key is None:
+                raise ValueError(f"no API key has the id '{args.id}' (see `reelgen keys list`)")
+            print(f"revoked {key.id}{f' ({key.name})' if key.name else ''}")
+    return 0
+
+
+def _key_line(key) -> str:
+    from datetime import datetime, timezone
+
+    def when(t: float) -> str:
+        return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+    def limit(value) -> str:
+        return "default" if value is None else "none" if value == 0 else f"{value:g}"
+
+    status = f"revoked {when(key.revoked_at)}" if key.revoked_at is not None else "active"
+    return (f"{key.id}  {key.name or '-'}  {key.hint or '-'}...  created {when(key.created_at)}  {status}  "
+            f"rpm {limit(key.requests_per_minute)}, concurrent {limit(key.max_concurrent_jobs)}, "
+            f"compute s/day {limit(key.daily_compute_seconds)}"
+            + (f"  webhook {key.webhook_url}" if key.webhook_url else ""))
 
 
 def _add_worker(sub) -> None:
@@ -354,7 +455,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="reelgen", description="Self-hostable AI video generation.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     adders = {"generate": _add_generate, "eval": _add_eval, "train": _add_train, "serve": _add_serve,
-              "worker": _add_worker, "plan": _add_plan, "db": _add_db}
+              "worker": _add_worker, "plan": _add_plan, "db": _add_db, "keys": _add_keys}
     for name, add in adders.items():
         if command in (None, name):
             add(sub)
@@ -363,7 +464,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv[:1] in (["serve"], ["worker"], ["db"]) else None).parse_args(argv)
+    args = build_parser(argv[0] if argv[:1] in (["serve"], ["worker"], ["db"], ["keys"]) else None).parse_args(argv)
     try:
         return args.func(args)
     except (ValueError, OSError) as e:

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from reelgen.cli import main
 from reelgen.service.jobs import JobConflict, JobStatus, JobStore, schema
@@ -248,8 +248,11 @@ def test_processes_starting_together_migrate_once(database_url):
 
 def test_a_database_made_before_migrations_is_adopted_with_its_jobs(database_url):
     store = JobStore(database_url)
-    schema.metadata().create_all(store.engine)  # what create_schema did before migrations
+    store.create_schema()
     job = store.add(new_job())
+    with store.engine.begin() as connection:  # the baseline is what create_schema made before migrations
+        command.downgrade(schema.config(connection), schema.BASELINE)
+        connection.execute(text("DROP TABLE alembic_version"))
     store.create_schema()
     assert schema.current(store.engine) == schema.head() and store.get(job.id).prompt == "a red circle"
     store.close()

@@ -27,6 +27,7 @@ from reelgen.service.jobs import JobStore
 from reelgen.service.metrics import ServiceMetrics
 from reelgen.service.settings import ServiceSettings
 from reelgen.service.storage import ObjectStore
+from reelgen.service.tenants import Idempotency, KeyStore
 from reelgen.service.webhooks import Outbox, WebhookSender, check_settings
 
 
@@ -59,11 +60,17 @@ def create_app(settings: ServiceSettings | None = None, generators: Sequence[Gen
                              on_attempt=lambda event, outcome: metrics.webhook_deliveries.labels(event, outcome).inc())
     services = Services(settings=settings, store=store, storage=storage, executor=executor,
                         models={spec.id: spec for spec in specs},
-                        signer=LinkSigner(settings.signing_secret.get_secret_value()))
+                        signer=LinkSigner(settings.signing_secret.get_secret_value()),
+                        keys=KeyStore(store.engine), idempotency=Idempotency(store.engine))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         store.create_schema()
+        services.keys.register_configured(settings.api_keys)
+        if not services.keys.auth_required():
+            logging.getLogger(__name__).warning(
+                "auth is off: no API key has been created, so every caller is served without one (allowed on "
+                "loopback only); `reelgen keys create` turns it on")
         housekeeper.run_once()  # jobs of a process that was killed come back as soon as their leases lapse
         executor.start()
         housekeeper.start()

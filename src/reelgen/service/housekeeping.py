@@ -1,4 +1,5 @@
-"""Periodic chores of the service: recover jobs of dead workers and sweep files past their retention."""
+"""Periodic chores of the service: recover jobs of dead workers, sweep files past their retention, and drop
+ended rate-limit windows and expired Idempotency-Key records."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import threading
 from reelgen.service.executors import Executor
 from reelgen.service.jobs import JobStore
 from reelgen.service.storage import ObjectStore, job_prefix
+from reelgen.service.tenants import sweep as sweep_tenants
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +32,7 @@ class Housekeeper:
             self.executor.wake()
         if not self.sweep_files:
             return
+        sweep_tenants(self.store.engine, self.store.clock())
         for job in self.store.expired():
             self.storage.delete(job_prefix(job.id))
             self.store.mark_files_deleted(job.id)

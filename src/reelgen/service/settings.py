@@ -87,7 +87,15 @@ class ServiceSettings(BaseSettings):
     retention_hours: float = Field(24.0, gt=0, description="files of finished videos are deleted this long "
                                                            "after they finish")
 
-    api_keys: list[str] = Field(default_factory=list, description="bearer keys accepted by /v1; empty: no auth")
+    api_keys: list[str] = Field(default_factory=list, description="secrets registered as API keys at start, "
+                                                                  "besides those of `reelgen keys create`; "
+                                                                  "one removed from here is revoked")
+    # Limits of every API key that `reelgen keys create` did not set its own of; 0 is no limit.
+    requests_per_minute: int = Field(600, ge=0, description="requests one API key may make per minute (0: no limit)")
+    max_concurrent_jobs: int = Field(16, ge=0, description="videos one API key may have queued or in progress (0: no "
+                                                                                "limit)")
+    daily_compute_seconds: float = Field(14400.0, ge=0, description="device seconds of generation one API key "
+                                                                    "may use per UTC day (0: no limit)")
     # A random secret still works, but links then die with the process: set one to keep them across restarts.
     signing_secret: SecretStr = Field(default_factory=lambda: SecretStr(secrets.token_urlsafe(32)),
                                       description="HMAC key of signed download links")

@@ -14,6 +14,7 @@ from sqlalchemy import ColumnElement, func, select, true, update
 from sqlalchemy.orm import Session
 
 from reelgen.service.jobs import Job, JobStore
+from reelgen.service.tenants import add_compute
 
 GB = 1e9  # cloud price sheets count decimal gigabytes
 HOURS_PER_MONTH = 730  # the average month that GB-month prices are billed over
@@ -60,12 +61,16 @@ def job_usage(device: str, compute_seconds: float, bytes_stored: int, retention_
 
 
 def record(store: JobStore, job_id: str, token: int, usage: dict[str, Any]) -> bool:
-    """Store an attempt's usage; fenced by the lease token alone, so a cancelled job's compute is still counted,
-    while an attempt that lost its job to a newer one records nothing."""
+    """Store an attempt's usage, and charge its compute to its key's daily quota; fenced by the lease token
+    alone, so a cancelled job's compute is still counted, while an attempt that lost its job to a newer one
+    records nothing."""
     with Session(store.engine) as session, session.begin():
-        return session.execute(
+        recorded = session.execute(
             update(Job).where(Job.id == job_id, Job.lease_token == token).values(usage=usage),
         ).rowcount == 1
+        if recorded:
+            add_compute(session, job_id, usage["compute_seconds"], store.clock())
+        return recorded
 
 
 def add_bytes_served(store: JobStore, job_id: str, n: int) -> None:
@@ -86,18 +91,15 @@ def video_usage(job: Job) -> dict[str, Any] | None:
             "bytes_served": served, "estimated_cost": {**cost, "total": sum(cost.values())}}
 
 
-def scope(api_key: str | None) -> tuple[str, ColumnElement[bool]]:
-    """The usage group a caller sees -> (its name, the jobs in it); None is everything (metrics).
-
-    The one place usage is grouped. Jobs record no owner yet (settings.api_keys is a plain list of equal
-    keys), so every key sees the global totals; per-tenant keys change only this function.
-    """
-    return "global", true()
+def scope(owner: str | None) -> tuple[str, ColumnElement[bool]]:
+    """The usage group a caller sees -> (its name, the jobs in it): an API key's own videos, named by the key's
+    id; None (auth off, or the metrics) is every video."""
+    return ("global", true()) if owner is None else (owner, Job.owner == owner)
 
 
-def totals(store: JobStore, api_key: str | None) -> dict[str, Any]:
-    """Usage summed over the jobs in the caller's scope, with the same shape as a video's usage."""
-    name, where = scope(api_key)
+def totals(store: JobStore, owner: str | None) -> dict[str, Any]:
+    """Usage summed over the jobs in the scope of `owner` (an API key's id), shaped as a video's usage."""
+    name, where = scope(owner)
     usage = Job.usage
     with Session(store.engine) as session:
         count, stored, served, compute, storage, egress = session.execute(

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI
 
 from reelgen import __version__
+from reelgen.service.api.body_limit import BodyLimit
 from reelgen.service.api.deps import Services
 from reelgen.service.api.errors import install_error_handlers
 from reelgen.service.api.openapi import install_openapi
@@ -26,6 +27,7 @@ def build_api(services: Services, lifespan: Callable[[FastAPI], AbstractAsyncCon
     # operation ids are the route functions' names (create_video, ...): what generated clients call them
     app = FastAPI(title="reelgen", version=__version__, description=_DESCRIPTION, lifespan=lifespan,
                   generate_unique_id_function=lambda route: route.name)
+    app.add_middleware(BodyLimit, max_bytes=services.settings.max_upload_bytes)
     app.state.services = services
     install_error_handlers(app)
     app.include_router(router)

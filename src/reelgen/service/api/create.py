@@ -3,26 +3,30 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import re
 import secrets
+from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from pydantic import ValidationError
+from sqlalchemy.orm import Session
 from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException
 
 from reelgen.backends.base import ModelSpec
 from reelgen.backends.images import IMAGE_FORMATS, ImageInputError, read_image_reference
 from reelgen.pipelines.request import GenerationRequest
-from reelgen.service.api.deps import Services, SettingsDep
+from reelgen.service.api.deps import Caller, Services, SettingsDep
 from reelgen.service.api.errors import APIError
-from reelgen.service.api.schemas import ImageReference, VideoCreate
+from reelgen.service.api.schemas import ImageReference, VideoCreate, VideoPublic
 from reelgen.service.jobs import Job
 from reelgen.service.jobs.store import new_job_id
-from reelgen.service.storage import input_key
+from reelgen.service.storage import input_key, job_prefix
+from reelgen.service.tenants import Idempotency, admit
 from reelgen.service.webhooks import Outbox, Subscription, WebhookRefused, resolve_target
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -30,16 +34,14 @@ _NESTED_KEY = re.compile(r"^(\w+)\[(\w+)\]$")  # how the openai SDK flattens obj
 
 
 async def read_video_create(request: Request, settings: SettingsDep) -> VideoCreate:
-    """The body of POST /v1/videos: JSON, or a form as the openai SDK sends it (extra_body fields included)."""
-    length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > settings.max_upload_bytes:
-        raise APIError(413, f"The request body is {length} bytes; the limit is {settings.max_upload_bytes}.",
-                       code="request_too_large")
+    """The body of POST /v1/videos: JSON, or a form as the openai SDK sends it (extra_body fields included).
+
+    The app's body limit (max_upload_bytes) answers 413 for a larger body, as soon as that many bytes are read."""
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     if content_type in _FORM_TYPES:
         try:
             async with request.form(max_part_size=settings.max_upload_bytes) as form:
-                data = await _form_fields(form, settings.max_upload_bytes)
+                data = await _form_fields(form)
         except MultiPartException as e:
             raise APIError.invalid(f"The multipart body could not be parsed: {e.message}", code="invalid_body") from e
         # form values are all strings: lax validation turns "20" into 20
@@ -59,13 +61,13 @@ async def read_video_create(request: Request, settings: SettingsDep) -> VideoCre
 VideoCreateDep = Annotated[VideoCreate, Depends(read_video_create)]
 
 
-async def _form_fields(form: FormData, max_bytes: int) -> dict[str, Any]:
+async def _form_fields(form: FormData) -> dict[str, Any]:
     data: dict[str, Any] = {}
     for key, value in form.items():
         if isinstance(value, UploadFile):
             if key != "input_reference":
                 raise APIError.invalid(f"Unexpected file in field '{key}': only input_reference takes a file.", key)
-            value = {"image_url": await _data_url(value, max_bytes)}
+            value = {"image_url": await _data_url(value)}
         elif key == "input_reference":  # an object in a form part is JSON, as OpenAPI encodes it
             try:
                 value = json.loads(value)
@@ -79,43 +81,83 @@ async def _form_fields(form: FormData, max_bytes: int) -> dict[str, Any]:
     return data
 
 
-async def _data_url(upload: UploadFile, max_bytes: int) -> str:
-    """An uploaded image as a data URL, the same form a JSON client sends it in."""
+async def _data_url(upload: UploadFile) -> str:
+    """An uploaded image as a data URL, the same form a JSON client sends it in (the body limit bounds it)."""
     if upload.content_type not in IMAGE_FORMATS.values():
         raise APIError.invalid(f"input_reference must be an image ({', '.join(IMAGE_FORMATS.values())}), got "
                                f"'{upload.content_type}'.", "input_reference")
-    content = await upload.read(max_bytes + 1)
-    if len(content) > max_bytes:
-        raise APIError(413, f"input_reference is larger than {max_bytes} bytes.", param="input_reference",
-                       code="request_too_large")
+    content = await upload.read()
     return f"data:{upload.content_type};base64,{base64.b64encode(content).decode()}"
 
 
-def create(services: Services, body: VideoCreate) -> Job:
-    """Check a create request against its model and queue it."""
-    job, image = new_job(body, services.models, services.settings.max_upload_bytes)
+def create(services: Services, caller: Caller, body: VideoCreate,
+           idempotency_key: str | None = None) -> tuple[dict, bool]:
+    """Check a create request against its model and queue it -> (the video object to answer, whether it
+    replays the answer to an earlier request with the same Idempotency-Key)."""
+    if idempotency_key is None:
+        return _create(services, caller, body), False
+    owner = caller.owner or ""  # while auth is off, every caller shares one set of keys
+    earlier = services.idempotency.claim(owner, idempotency_key, _request_hash(body))
+    if earlier is not None:
+        return earlier, True
     try:
-        webhook = resolve_target(services.settings, body.webhook_url)
+        return _create(services, caller, body, lambda session, video: Idempotency.complete(
+            session, owner, idempotency_key, video["id"], video)), False
+    except BaseException:
+        services.idempotency.release(owner, idempotency_key)
+        raise
+
+
+def _create(services: Services, caller: Caller, body: VideoCreate,
+            record: Callable[[Session, dict], None] | None = None) -> dict:
+    job, image = new_job(body, services.models, services.settings.max_upload_bytes)
+    key_url = caller.key.webhook_url if caller.key is not None else None
+    try:
+        webhook = resolve_target(services.settings, body.webhook_url, key_url)
     except WebhookRefused as e:
         raise APIError.invalid(f"Invalid 'webhook_url': {e}.", "webhook_url", code="invalid_webhook_url") from e
-    return _submit(services, job, image, webhook)
+    return _submit(services, caller, job, image, webhook, record)
 
 
-def remix(services: Services, source: Job, prompt: str) -> Job:
+def remix(services: Services, caller: Caller, source: Job, prompt: str) -> dict:
     """Queue `source` again with a new prompt: same model, settings, seed and first frame."""
     image = services.storage.get(input_key(source.id)) if source.has_image else None
-    return _submit(services, remix_job(source, prompt, services.models), image,
-                   resolve_target(services.settings, None))
+    key_url = caller.key.webhook_url if caller.key is not None else None
+    return _submit(services, caller, remix_job(source, prompt, services.models), image,
+                   resolve_target(services.settings, None, key_url))
 
 
-def _submit(services: Services, job: Job, image: bytes | None, webhook: Subscription | None) -> Job:
+def _submit(services: Services, caller: Caller, job: Job, image: bytes | None, webhook: Subscription | None,
+            record: Callable[[Session, dict], None] | None = None) -> dict:
+    """Add the job as the caller's, within its limits -> the video object, as it was when added."""
+    job.owner = caller.owner
+    limits = caller.limits(services.settings)
+    answer: dict = {}
+
+    def within(session: Session, added: Job) -> None:
+        if limits is not None:
+            admit(session, caller.key, limits, services.keys.clock())
+        answer.update(VideoPublic.from_job(added).model_dump(mode="json"))
+        if record is not None:
+            record(session, answer)
+
     if image is not None:  # stored first: a worker may claim the job the moment it is added
         services.storage.put(input_key(job.id), image)
     if webhook is not None:  # recorded first too: then no finished job can lack its event (webhooks/outbox.py)
         Outbox(services.store.engine).subscribe(job.id, webhook)
-    job = services.store.add(job)
+    try:
+        services.store.add(job, within)
+    except Exception:
+        if image is not None:  # the job was refused (over a limit) or failed: its first frame is nobody's
+            services.storage.delete(job_prefix(job.id))
+        raise
     services.executor.wake()
-    return job
+    return answer
+
+
+def _request_hash(body: VideoCreate) -> str:
+    """The request as parsed, so the same fields as JSON or as a form (any boundary) are the same request."""
+    return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
 def new_job(body: VideoCreate, models: dict[str, ModelSpec], max_image_bytes: int) -> tuple[Job, bytes | None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +11,8 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 from starlette.routing import Match
+
+from reelgen.service.tenants import Refused
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +60,11 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, e: APIError) -> JSONResponse:
         return JSONResponse(error_body(e.status, e.message, e.param, e.code), e.status, headers=e.headers)
 
+    @app.exception_handler(Refused)
+    async def _refused(_: Request, e: Refused) -> JSONResponse:
+        headers = {"Retry-After": str(math.ceil(e.retry_after))} if e.retry_after is not None else None
+        return JSONResponse(error_body(e.status, e.message, code=e.code), e.status, headers=headers)
+
     @app.exception_handler(RequestValidationError)
     async def _request_invalid(request: Request, e: RequestValidationError) -> JSONResponse:
         # OpenAI answers a bad parameter with 400, not FastAPI's default 422
@@ -64,7 +72,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http_error(request: Request, e: HTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(e.status_code)
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(e.status_code)
         headers = dict(e.headers or {})
         if e.status_code == 405:
             # Starlette names the methods of the first route on the path only; FastAPI has a route per method

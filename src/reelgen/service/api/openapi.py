@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fastapi import FastAPI
@@ -24,8 +25,12 @@ CREATE_BODY: dict[str, Any] = {
 }
 
 _DESCRIPTIONS = {400: "invalid request", 401: "missing or wrong API key", 403: "invalid or expired signed link",
-                 404: "no such video", 409: "not allowed in the video's current state",
+                 404: "no such video", 409: "not allowed in the video's current state, or a request with the same "
+                                            "Idempotency-Key is in progress",
                  413: "request body too large", 415: "unsupported content type",
+                 422: "the Idempotency-Key was used with another request body",
+                 429: "over the API key's rate limit (rate_limit_exceeded) or daily quota (insufficient_quota); "
+                      "see Retry-After",
                  503: "the job store or file store is unavailable; retry shortly"}
 
 
@@ -75,10 +80,12 @@ def _document(app: FastAPI) -> dict[str, Any]:
             "description": "an image file (png, jpeg, webp) or a reference",
         }
     schemas["VideoCreateForm"] = form
-    # validation errors answer 400 with the error body (errors.py), never FastAPI's 422
+    # validation errors answer 400 with the error body (errors.py), never FastAPI's 422 (create's own 422 stays)
     for operation in (op for path in doc["paths"].values() for op in path.values()):
-        if operation.get("responses", {}).pop("422", None) is not None:
-            operation["responses"].setdefault("400", errors(400)[400])
+        responses = operation.get("responses", {})
+        if "HTTPValidationError" in json.dumps(responses.get("422", {})):
+            del responses["422"]
+            responses.setdefault("400", errors(400)[400])
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
     return doc

@@ -9,14 +9,15 @@ from typing import Annotated, Literal
 from urllib.parse import urlencode
 
 import anyio
-from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import RedirectResponse
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.sse import EventSourceResponse
 from starlette.concurrency import run_in_threadpool
 
 from reelgen.rendering.video import CONTENT_TYPES
 from reelgen.service.api.create import VideoCreateDep, create, remix
 from reelgen.service.api.deps import (
+    CallerDep,
     CredentialsDep,
     ModelsDep,
     ServicesDep,
@@ -24,8 +25,9 @@ from reelgen.service.api.deps import (
     StoreDep,
     VideoDep,
     VideoId,
-    check_key,
-    require_key,
+    authenticate,
+    current_caller,
+    owned_video,
 )
 from reelgen.service.api.errors import APIError
 from reelgen.service.api.openapi import CREATE_BODY, errors
@@ -62,27 +64,38 @@ async def _log_context(request: Request) -> None:
         job_id_var.set(request.path_params["video_id"])
 
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_key), Depends(_log_context)], responses=errors(401))
+# every keyed route may answer 429: the key's requests per minute (counted in current_caller)
+router = APIRouter(prefix="/v1", dependencies=[Depends(current_caller), Depends(_log_context)],
+                   responses=errors(401, 429))
 # GET .../content authorizes by key or by a signed link, so it sits outside the keyed router
 content_router = APIRouter(prefix="/v1", dependencies=[Depends(_log_context)])
 
 
-@router.post("/videos", response_model=VideoPublic, openapi_extra=CREATE_BODY, responses=errors(400, 413, 415),
-             summary="Create a video", tags=["videos"])
-def create_video(body: VideoCreateDep, services: ServicesDep) -> VideoPublic:
-    job = create(services, body)
-    job_id_var.set(job.id)
-    log.info("queued %s: model %s, %s, %d frames, %d steps", job.id, job.model, job.size, job.frames, job.steps)
-    return VideoPublic.from_job(job)
+@router.post("/videos", response_model=VideoPublic, openapi_extra=CREATE_BODY,
+             responses=errors(400, 409, 413, 415, 422), summary="Create a video", tags=["videos"])
+def create_video(
+    caller: CallerDep, body: VideoCreateDep, services: ServicesDep,
+    idempotency_key: Annotated[str | None, Header(
+        min_length=1, max_length=255, description="a unique key per create: a retry with the same key and body "
+        "returns the same video instead of making another (kept 24 h, per API key)")] = None,
+) -> VideoPublic | JSONResponse:
+    video, replayed = create(services, caller, body, idempotency_key)
+    job_id_var.set(video["id"])
+    if replayed:
+        log.info("replayed %s for Idempotency-Key %r", video["id"], idempotency_key)
+        return JSONResponse(video, headers={"Idempotent-Replayed": "true"})
+    log.info("queued %s: model %s, %s, %d frames, %d steps", video["id"], video["model"], video["size"],
+             video["frames"], video["num_inference_steps"])
+    return VideoPublic.model_validate(video)
 
 
 @router.get("/videos", response_model=VideoList, responses=errors(400, 404), summary="List videos", tags=["videos"])
-def list_videos(store: StoreDep,
+def list_videos(store: StoreDep, caller: CallerDep,
                 after: Annotated[str | None, Query(description="id of the last video of the previous page")] = None,
                 limit: Annotated[int, Query(ge=1, le=100)] = 20,
                 order: Annotated[Literal["asc", "desc"], Query(description="by creation time")] = "desc") -> VideoList:
     try:
-        jobs, has_more = store.list(after=after, limit=limit, order=order)
+        jobs, has_more = store.list(owner=caller.owner, after=after, limit=limit, order=order)
     except KeyError:
         raise APIError(404, f"No video found with id '{after}' (the 'after' cursor).", param="after",
                        code="video_not_found") from None
@@ -101,7 +114,8 @@ def retrieve_video(video: VideoDep, response: Response) -> VideoPublic:
 
 @router.delete("/videos/{video_id}", response_model=VideoDeleted, responses=errors(404, 503),
                summary="Delete a video and its files (a running one stops)", tags=["videos"])
-def delete_video(video_id: VideoId, store: StoreDep, storage: StorageDep) -> VideoDeleted:
+def delete_video(video: VideoDep, store: StoreDep, storage: StorageDep) -> VideoDeleted:
+    video_id = video.id
     # Files first: with the store down the video stays, whole, for the client to delete again. Once more after
     # the record goes, for files a worker completed in between.
     try:
@@ -120,16 +134,17 @@ def delete_video(video_id: VideoId, store: StoreDep, storage: StorageDep) -> Vid
 
 @router.post("/videos/{video_id}/remix", response_model=VideoPublic, responses=errors(400, 404, 409),
              summary="Remix a completed video: same settings and seed, new prompt", tags=["videos"])
-def remix_video(video: VideoDep, body: RemixCreate, services: ServicesDep) -> VideoPublic:
+def remix_video(video: VideoDep, body: RemixCreate, services: ServicesDep, caller: CallerDep) -> VideoPublic:
     if video.status != JobStatus.COMPLETED:
         raise APIError(409, f"Video {video.id} is {video.status}; only a completed video can be remixed.",
                        code="video_not_completed")
-    return VideoPublic.from_job(remix(services, video, body.prompt))
+    return VideoPublic.model_validate(remix(services, caller, video, body.prompt))
 
 
 @router.post("/videos/{video_id}/cancel", response_model=VideoPublic, responses=errors(404, 409),
              summary="Cancel a queued or running video (stops within one denoising step)", tags=["videos"])
-def cancel_video(video_id: VideoId, store: StoreDep) -> VideoPublic:
+def cancel_video(video: VideoDep, store: StoreDep) -> VideoPublic:
+    video_id = video.id
     try:
         job = store.cancel(video_id)
     except JobConflict as e:
@@ -205,11 +220,11 @@ def download_video_content(
             services.signer.verify(video_id, variant, expires, signature)
         except SignatureError as e:
             raise APIError(403, f"Invalid download link: {e}.", code="invalid_signature") from e
-    else:
-        check_key(credentials, services.settings)
-    video = services.store.get(video_id)
-    if video is None:
-        raise APIError.not_found(video_id)
+        video = services.store.get(video_id)
+        if video is None:
+            raise APIError.not_found(video_id)
+    else:  # the signature stands for the key that signed the link; without one, only the owner's key opens it
+        video = owned_video(video_id, services.store, authenticate(credentials, services))
     _check_downloadable(video)
     key = output_key(video.id, video.output_token, variant, video.format)
     storage = services.storage
@@ -234,7 +249,7 @@ def download_video_content(
         usage.add_bytes_served(services.store, video.id, info.size)
         return RedirectResponse(url, status_code=307, headers={"Cache-Control": "no-store"})
     # a keyed response must not be shared by a CDN; a signed or open one may be, until the link or file expires
-    scope = "private" if services.settings.api_keys and not signed else "public"
+    scope = "private" if services.keys.auth_required() and not signed else "public"
     response = file_response(
         storage, key, size=info.size, request_headers=request.headers,
         etag=f'"{video.id}.{video.output_token}.{variant}"', last_modified=video.completed_at,
@@ -248,8 +263,8 @@ def download_video_content(
 
 @router.get("/usage", response_model=UsagePublic, summary="Usage and estimated cost of the caller's videos",
             tags=["usage"])
-def get_usage(credentials: CredentialsDep, store: StoreDep) -> UsagePublic:
-    return UsagePublic(**usage.totals(store, credentials.credentials if credentials else None))
+def get_usage(caller: CallerDep, store: StoreDep) -> UsagePublic:
+    return UsagePublic(**usage.totals(store, caller.owner))
 
 
 @router.get("/models", response_model=ModelList, summary="List the served models", tags=["models"])

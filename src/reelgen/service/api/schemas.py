@@ -84,7 +84,7 @@ class UsagePublic(VideoUsage):
     """GET /v1/usage: usage summed over the videos in the caller's scope."""
 
     object: Literal["usage"] = "usage"
-    scope: str = Field(description="whose videos are summed: 'global' while the service has no per-tenant keys")
+    scope: str = Field(description="whose videos are summed: the API key's id, or 'global' while auth is off")
     videos: int = Field(description="videos in the store in this scope, in any state")
 
 

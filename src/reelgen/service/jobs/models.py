@@ -34,6 +34,7 @@ class Job(Base):
     format: Mapped[str] = mapped_column(String(8))  # container of the video variant: mp4, webm or gif
     has_image: Mapped[bool] = mapped_column(default=False)  # a first frame waits in storage (image-to-video)
     remixed_from_video_id: Mapped[str | None] = mapped_column(String(64))
+    owner: Mapped[str | None] = mapped_column(String(64))  # the API key's id; None if made while auth was off
 
     # progress and the lease a worker holds while it runs the job
     progress: Mapped[int] = mapped_column(default=0)
@@ -60,4 +61,5 @@ class Job(Base):
         Index("ix_jobs_status_created", "status", "created_at"),  # claim: oldest queued first
         Index("ix_jobs_created_id", "created_at", "id"),  # list: stable cursor order
         Index("ix_jobs_expires", "expires_at"),  # retention sweep
+        Index("ix_jobs_owner_created", "owner", "created_at", "id"),  # a key's list and its active jobs
     )

@@ -22,12 +22,14 @@ from sqlalchemy import Connection, Engine, MetaData, inspect, text
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The schema create_all made before migrations existed: such a database is adopted at this revision.
 BASELINE = "0001"
+BASELINE_TABLES = ("jobs", "webhook_deliveries")
 # pg_advisory_xact_lock key: any fixed 64-bit number that other applications on the database are unlikely to use
 _LOCK_KEY = 0x7265656C67656E  # "reelgen"
 
 
 def metadata() -> MetaData:
     """Every table of the service. Models register on the jobs' Base when imported; import them all here."""
+    import reelgen.service.tenants.models  # noqa: F401  (so do API keys, counters and idempotency records)
     import reelgen.service.webhooks.models  # noqa: F401  (the webhook outbox shares the jobs' database)
     from reelgen.service.jobs.models import Base
 
@@ -60,8 +62,9 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _LOCK_KEY})
         tables = set(inspect(connection).get_table_names())
         if "jobs" in tables and "alembic_version" not in tables:
-            # made by create_all before migrations: add what that would add now, then record the baseline
-            metadata().create_all(connection)
+            # made by create_all before migrations: add the baseline's tables it lacks, then record the baseline
+            tables = metadata().tables
+            metadata().create_all(connection, tables=[tables[name] for name in BASELINE_TABLES])
             command.stamp(config(connection), BASELINE)
         command.upgrade(config(connection), revision)
 

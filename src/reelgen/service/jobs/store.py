@@ -21,7 +21,7 @@ from typing import Literal
 from sqlalchemy import Engine, Select, create_engine, delete, event, func, or_, select, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from reelgen.service.jobs import schema
 from reelgen.service.jobs.models import Job
@@ -72,27 +72,34 @@ class JobStore:
 
     # --- the API's side ---
 
-    def add(self, job: Job) -> Job:
-        """Record a new queued job; once this returns, the job is durable."""
+    def add(self, job: Job, within: Callable[[Session, Job], None] | None = None) -> Job:
+        """Record a new queued job; once this returns, the job is durable.
+
+        `within` runs in the same transaction once the row is written (quota checks, idempotency records):
+        what it writes commits with the job, and if it raises, the job is never added."""
         job.id = job.id or new_job_id()
         job.created_at = self.clock()
         job.status = JobStatus.QUEUED
         with self._session.begin() as session:
             session.add(job)
+            if within is not None:
+                session.flush()
+                within(session, job)
         return self.get(job.id)
 
     def get(self, job_id: str) -> Job | None:
         with self._session() as session:
             return session.get(Job, job_id)
 
-    def list(self, *, after: str | None = None, limit: int = 20,
+    def list(self, *, owner: str | None = None, after: str | None = None, limit: int = 20,
              order: Literal["asc", "desc"] = "desc") -> tuple[list[Job], bool]:
-        """A page of jobs by creation time, and whether more follow. KeyError if `after` names no job."""
-        query = select(Job)
+        """A page of `owner`'s jobs (None: those made while auth was off) by creation time, and whether more
+        follow. KeyError if `after` names no job of `owner`."""
+        query = select(Job).where(Job.owner == owner)  # == None is IS NULL
         with self._session() as session:
             if after is not None:
                 cursor = session.get(Job, after)
-                if cursor is None:
+                if cursor is None or cursor.owner != owner:
                     raise KeyError(after)
                 # (created_at, id) is unique, so a page boundary never skips or repeats a job
                 if order == "asc":

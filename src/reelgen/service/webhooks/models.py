@@ -25,7 +25,7 @@ class WebhookDelivery(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "msg_...": the webhook-id header
     job_id: Mapped[str] = mapped_column(String(64))
     url: Mapped[str] = mapped_column(Text)
-    source: Mapped[str] = mapped_column(String(64))  # whose target and secret: "request" or "service"
+    source: Mapped[str] = mapped_column(String(64))  # whose target and secret: "request", "key" or "service"
     created_at: Mapped[float]
     status: Mapped[str] = mapped_column(String(16), default=WAITING)
     event: Mapped[str | None] = mapped_column(String(32))  # video.completed | video.failed | video.cancelled

@@ -1,4 +1,4 @@
-"""Where a video's events go and which secret signs them: the one place that decides (per-key targets later)."""
+"""Where a video's events go and which secret signs them: the one place that decides."""
 
 from __future__ import annotations
 
@@ -16,17 +16,23 @@ class WebhookRefused(ValueError):
 @dataclass(frozen=True)
 class Subscription:
     url: str
-    source: str  # "request" or "service": whose URL it is, and so (once keys are tenants) whose secret signs
+    source: str  # "request", "key" or "service": whose URL it is
 
 
-def resolve_target(settings: ServiceSettings, request_url: str | None,
+def resolve_target(settings: ServiceSettings, request_url: str | None, key_url: str | None = None,
                    resolver: Resolver = resolve) -> Subscription | None:
-    """The target of a new video's events: the request's `webhook_url`, else the service's, else none.
+    """The target of a new video's events: the request's `webhook_url`, else its API key's, else the service's,
+    else none.
 
     A request's URL is checked now (SSRF), so a bad one is refused with the request; every target is checked
     again before each attempt.
     """
     if request_url is None:
+        if key_url:
+            if settings.webhook_secret is None:
+                raise WebhookRefused("this API key has a webhook URL, but the service has no "
+                                     "REELGEN_WEBHOOK_SECRET to sign webhooks with")
+            return Subscription(key_url, "key")
         return Subscription(settings.webhook_url, "service") if settings.webhook_url else None
     if settings.webhook_secret is None:
         raise WebhookRefused("this service has no REELGEN_WEBHOOK_SECRET to sign webhooks with")
@@ -38,7 +44,7 @@ def resolve_target(settings: ServiceSettings, request_url: str | None,
 
 
 def secret_for(settings: ServiceSettings, source: str) -> str | None:
-    """The secret that signs deliveries of `source`; both sources use the service's secret for now."""
+    """The secret that signs deliveries of `source`; every source uses the service's secret for now."""
     return settings.webhook_secret.get_secret_value() if settings.webhook_secret is not None else None
 
 
