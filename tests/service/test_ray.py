@@ -10,12 +10,9 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -26,60 +23,20 @@ import pytest
 from reelgen.rendering import read_video
 from tests.service.helpers import wait_until
 from tests.service.live import Server
+from tests.service.ray_cluster import ray_cluster as start_ray_cluster
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
-RAY = str(Path(sys.executable).with_name("ray"))
 # "replica ray-1a2b3c-1 on node 0123456789ab (host vm, pid 123) runs video_..."
 RUNS = re.compile(r"replica (?P<replica>\S+) on node (?P<node>\w+) \(host \S+, pid (?P<pid>\d+)\) "
                   r"runs (?P<job>video_\w+)")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def ray_cluster():
-    """`ray start --head` plus a second `ray start --address`, each with its own custom resource.
-
-    `--block` keeps each node's processes children of a process this fixture owns, so stopping it stops
-    exactly this cluster (`ray stop` would stop every Ray cluster on the machine). A short private temp dir
-    keeps Ray's socket paths under the Unix limit.
-    """
-    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
-    address = f"127.0.0.1:{_free_port()}"
-    common = ["--block", "--node-ip-address=127.0.0.1", "--num-cpus=1", f"--temp-dir={temp}",
-              "--disable-usage-stats"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    nodes = []
-    log = open(Path(temp) / "nodes.log", "a")
-    try:
-        nodes.append(subprocess.Popen([RAY, "start", "--head", f"--port={address.split(':')[1]}",
-                                       "--include-dashboard=false", '--resources={"head_node": 1}', *common],
-                                      env=env, stdout=log, stderr=subprocess.STDOUT))
-        wait_until(lambda: _nodes(address) >= 1, timeout=120, interval=1, message="the head node")
-        nodes.append(subprocess.Popen([RAY, "start", f"--address={address}", '--resources={"second_node": 1}',
-                                       *common], env=env, stdout=log, stderr=subprocess.STDOUT))
-        wait_until(lambda: _nodes(address) == 2, timeout=120, interval=1, message="the second node")
+    """A head node and a second node, each with one CPU and its own custom resource."""
+    with start_ray_cluster({"head_node": 1}, {"second_node": 1}) as address:
         yield address
-    finally:
-        for node in reversed(nodes):
-            node.send_signal(signal.SIGTERM)  # each drains and stops its own processes
-            node.wait(timeout=120)
-        log.close()
-        shutil.rmtree(temp, ignore_errors=True)
-
-
-def _nodes(address: str) -> int:
-    """Alive nodes, as `ray status` reports them."""
-    status = subprocess.run([RAY, "status", f"--address={address}"], capture_output=True, text=True)
-    if status.returncode != 0:
-        return 0
-    active = status.stdout.split("Active:")[1].split("Pending:")[0] if "Active:" in status.stdout else ""
-    return len(re.findall(r"node_\w+", active))
 
 
 @pytest.fixture(scope="module")

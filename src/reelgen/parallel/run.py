@@ -10,16 +10,16 @@ A diffusers pipeline (--model-path, or --model with --models-file) runs through 
 parallelism (parallel.diffusers_cp): --ulysses N or --ring N ranks share each transformer forward.
 
 torchrun sets RANK, WORLD_SIZE and the rendezvous address; training.distributed
-.setup() joins the group (gloo on CPU, nccl on GPU). Every rank runs the same
-denoising loop on the same latents and gets the same frames; rank 0 writes the
-file. More frames than the model's native length are generated as blended
-windows (pipelines.long_video); --windows spreads those windows over the ranks
-instead of splitting each forward.
+.setup() joins the group (gloo on CPU, nccl on GPU; --device cuda gives each rank
+cuda:LOCAL_RANK). Every rank runs the same denoising loop on the same latents and
+gets the same frames; rank 0 writes the file. More frames than the model's native
+length are generated as blended windows (pipelines.long_video); --windows spreads
+those windows over the ranks instead of splitting each forward.
 
-Ray: a group of Ray actors can play the ranks of one job instead of torchrun,
-each calling init_process_group with the group's address, its rank and the world
-size, then `generate_on_ranks`. That belongs with the Ray executor (a later
-piece of issue 6), which does not exist yet.
+Without torchrun, --ray ADDRESS starts the ranks as a group of Ray actors on that
+cluster (parallel.ray_ranks) and this process writes what rank 0 returns:
+
+    python -m reelgen.parallel.run "a red circle moving left" --cfg 2 --ray auto -o out.mp4
 """
 
 from __future__ import annotations
@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-import numpy as np
 import torch
 import torch.distributed as td
 
@@ -36,9 +35,18 @@ from reelgen.pipelines.long_video import DEFAULT_MAX_WINDOWS, LongVideoPipeline
 from reelgen.pipelines.request import GenerationRequest
 
 
-def generate_on_ranks(pipeline: LongVideoPipeline, request: GenerationRequest, *, cfg: int = 1, sequence: int = 1,
-                      windows: bool = False, progress: bool = False) -> np.ndarray:
-    """Spread `pipeline` over the job's ranks and generate one video -> uint8 (F, H, W, 3) on every rank.
+def load_pipeline(model_dir, device: str | torch.device, overlap: int | None = None) -> LongVideoPipeline:
+    """The built-in model on `device`, for any number of frames (beyond the native length: blended windows)."""
+    from reelgen.models.text_encoder import TextEncoder
+    from reelgen.models.transformer import VideoTransformer
+
+    return LongVideoPipeline(VideoTransformer.from_pretrained(model_dir, device=device), TextEncoder(),
+                             overlap=overlap)
+
+
+def spread(pipeline: LongVideoPipeline, *, cfg: int = 1, sequence: int = 1,
+           windows: bool = False) -> LongVideoPipeline:
+    """Spread `pipeline` over the ranks of the default group, in place: every rank then gets the same frames.
 
     Either cfg x sequence parallelism within each forward, or (windows=True)
     the long video's windows shared out between the ranks.
@@ -47,16 +55,16 @@ def generate_on_ranks(pipeline: LongVideoPipeline, request: GenerationRequest, *
         if (cfg, sequence) != (1, 1):
             raise ValueError("--windows spreads whole windows over the ranks: use it without --cfg and --sequence")
         pipeline.group = td.group.WORLD if td.is_initialized() else None
-    else:
-        parallelize(pipeline, cfg=cfg, sequence=sequence)
-    return pipeline([request], progress=progress)[0]
+        return pipeline
+    return parallelize(pipeline, cfg=cfg, sequence=sequence)
 
 
 def build_parser() -> argparse.ArgumentParser:
     from reelgen.cli import add_sampling_args  # the same sampling options as `reelgen generate`
 
     p = argparse.ArgumentParser(prog="torchrun --nproc-per-node N -m reelgen.parallel.run",
-                                description="Generate one video over the N processes of a torchrun job.")
+                                description="Generate one video over the N processes of a torchrun job, or (--ray) "
+                                            "of a group of Ray actors.")
     p.add_argument("prompt", help="what the video shows")
     p.add_argument("-o", "--output", default="out.mp4", help="output file or folder, written by rank 0 "
                                                              "(default: out.mp4)")
@@ -71,7 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sequence", type=int, default=1, help="ranks sharing the frames of each forward pass")
     p.add_argument("--windows", action="store_true", help="spread long-video windows over the ranks instead")
     p.add_argument("--threads", type=int, default=None, help="torch threads per rank (default: torch's choice; "
-                                                             "use cores / ranks on a CPU)")
+                                                             "use cores / ranks on a CPU); with --ray also the "
+                                                             "CPUs each rank reserves (default 1)")
+    p.add_argument("--ray", metavar="ADDRESS", help="start the ranks as Ray actors on this cluster (auto, or "
+                                                    "HOST:PORT of its head) instead of under torchrun")
+    p.add_argument("--ranks", type=int, default=2, help="with --ray --windows: actors sharing the windows "
+                                                        "(default: 2)")
     p.add_argument("--ulysses", type=int, default=1, help="diffusers models: ranks sharing each transformer "
                                                           "forward with Ulysses attention (diffusers' own)")
     p.add_argument("--ring", type=int, default=1, help="diffusers models: ranks sharing each transformer forward "
@@ -88,8 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from reelgen.models.text_encoder import TextEncoder
-    from reelgen.models.transformer import VideoTransformer, load_config
+    from reelgen.models.transformer import load_config
     from reelgen.pipelines.text_to_video import DEFAULT_MODEL_DIR
     from reelgen.rendering.video import check_output_path, write_video
     from reelgen.training.distributed import setup
@@ -111,20 +123,47 @@ def main(argv: list[str] | None = None) -> int:
                                 sampler=args.sampler)
     request.check(DEFAULT_MAX_WINDOWS * native)
     output, _ = check_output_path(args.output)
+    if args.ray is not None:
+        return run_on_ray(args, model_dir, request, output)
 
     # 2. join the job, load, generate; rank 0 writes
     if args.threads:
         torch.set_num_threads(args.threads)
-    dist = setup()
+    dist = setup(args.device)
     try:
-        pipeline = LongVideoPipeline(VideoTransformer.from_pretrained(model_dir), TextEncoder(), overlap=args.overlap)
-        frames = generate_on_ranks(pipeline, request, cfg=args.cfg, sequence=args.sequence, windows=args.windows,
-                                   progress=dist.is_main)
+        pipeline = spread(load_pipeline(model_dir, dist.device, args.overlap), cfg=args.cfg, sequence=args.sequence,
+                          windows=args.windows)
+        frames = pipeline([request], progress=dist.is_main)[0]
         if dist.is_main:
             write_video(frames, output, fps=args.fps, min_side=args.min_side)
             print(f"wrote {output} ({frames.shape[0]} frames on {dist.world_size} ranks)")
     finally:
         dist.teardown()
+    return 0
+
+
+def run_on_ray(args: argparse.Namespace, model_dir, request: GenerationRequest, output) -> int:
+    """The ranks as a group of Ray actors on the cluster at --ray; this process writes what rank 0 returns."""
+    import os
+
+    import ray
+
+    from reelgen.parallel.ray_ranks import RayRankGroup
+    from reelgen.rendering.video import write_video
+
+    if "RANK" in os.environ:
+        raise ValueError("--ray starts its own ranks: run it with python, not under torchrun")
+    if args.ranks < 1:
+        raise ValueError(f"--ranks must be >= 1, got {args.ranks}")
+    ray.init(address=args.ray, log_to_driver=False)
+    try:
+        with RayRankGroup(model_dir, cfg=args.cfg, sequence=args.sequence, windows=args.ranks if args.windows else 0,
+                          overlap=args.overlap, device=args.device, num_cpus=args.threads or 1) as group:
+            frames = group(request)
+    finally:
+        ray.shutdown()
+    write_video(frames, output, fps=args.fps, min_side=args.min_side)
+    print(f"wrote {output} ({frames.shape[0]} frames on {group.world_size} Ray ranks)")
     return 0
 
 
@@ -144,6 +183,9 @@ def run_diffusers(args: argparse.Namespace) -> int:
     if (args.cfg, args.sequence, args.windows, args.overlap) != (1, 1, False, None):
         raise ValueError("--cfg, --sequence, --windows and --overlap split the built-in model; a diffusers model "
                          "splits with --ulysses or --ring")
+    if args.ray is not None:
+        raise ValueError("--ray: Ray rank groups run the built-in model; launch a diffusers model's ranks with "
+                         "torchrun")
     layout = Layout(ulysses=args.ulysses, ring=args.ring)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if layout.ranks != world:
@@ -167,7 +209,7 @@ def run_diffusers(args: argparse.Namespace) -> int:
     # 2. join the job, load, split the transformer (checked again on the loaded model), generate; rank 0 writes
     if args.threads:
         torch.set_num_threads(args.threads)
-    dist = setup()
+    dist = setup(config.device)
     try:
         try:
             generator.load()
