@@ -197,17 +197,17 @@ def quantization(tmp: Path, repeats: int) -> None:
     def transformer(dtype):  # loaded as a user loads it: norms and embedders the model keeps in float32 stay so
         return WanTransformer3DModel.from_pretrained(path / "transformer", dtype=dtype)
 
-    def video(memory):  # the float32 pipeline on the CPU -> (frames, median seconds per call)
+    def video(memory):  # the float32 pipeline on the CPU -> (frames, median CPU seconds per call)
         generator = generator_for(path, memory)
         frames = generator.generate([request()]).frames
-        return frames, statistics.median(measure(lambda: generator.generate([request()]))[0] for _ in range(repeats))
+        return frames, statistics.median(measure(lambda: generator.generate([request()]))[1] for _ in range(repeats))
 
     base = {dtype: weight_bytes(transformer(dtype)) for dtype in (torch.float32, torch.bfloat16)}
     reference, reference_seconds = video({})
     print(f"\n## Quantization at Wan2.1-1.3B width (1536, FFN 8960; 2 of its 30 blocks), {SIZE}x{SIZE}, {FRAMES} "
           f"frames, {STEPS} steps, medians of {repeats}\n")
     print("| transformer weights | MiB | vs float32 | vs bfloat16 | PSNR of the video vs float32 | "
-          "wall time per call |")
+          "CPU time per call |")
     print("| --- | --- | --- | --- | --- | --- |")
 
     def row(name: str, b: int, quality: str, seconds: float | None) -> None:

@@ -180,7 +180,9 @@ def apply_options(pipe, options: MemoryOptions, family: ModelFamily, device: str
     if options.quantization is not None:
         import torchao.quantization as tq
 
-        tq.quantize_(denoiser, torchao_config(options.quantization, device))
+        # on the device its kernels run on, with offloading too (int4's CUDA layout is packed by a CUDA op);
+        # offloading then moves the quantized weights back to the CPU between uses
+        tq.quantize_(denoiser, torchao_config(options.quantization, device), device=device)
     if options.step_cache is not None:
         denoiser.enable_cache(step_cache_config(options, family, lambda: pipe.current_timestep))
     if options.vae_slicing:
