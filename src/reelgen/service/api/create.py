@@ -97,7 +97,7 @@ def create(services: Services, caller: Caller, body: VideoCreate,
     if idempotency_key is None:
         return _create(services, caller, body), False
     owner = caller.owner or ""  # while auth is off, every caller shares one set of keys
-    earlier = services.idempotency.claim(owner, idempotency_key, _request_hash(body))
+    earlier = services.idempotency.claim(owner, idempotency_key, request_hash(body))
     if earlier is not None:
         return earlier, True
     try:
@@ -155,7 +155,7 @@ def _submit(services: Services, caller: Caller, job: Job, image: bytes | None, w
     return answer
 
 
-def _request_hash(body: VideoCreate) -> str:
+def request_hash(body: VideoCreate) -> str:
     """The request as parsed, so the same fields as JSON or as a form (any boundary) are the same request."""
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 

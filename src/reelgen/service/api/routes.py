@@ -76,7 +76,7 @@ content_router = APIRouter(prefix="/v1", dependencies=[Depends(_log_context)])
 def create_video(
     caller: CallerDep, body: VideoCreateDep, services: ServicesDep,
     idempotency_key: Annotated[str | None, Header(
-        min_length=1, max_length=255, description="a unique key per create: a retry with the same key and body "
+        alias="Idempotency-Key", min_length=1, max_length=255, description="a unique key per create: a retry with the same key and body "
         "returns the same video instead of making another (kept 24 h, per API key)")] = None,
 ) -> VideoPublic | JSONResponse:
     video, replayed = create(services, caller, body, idempotency_key)

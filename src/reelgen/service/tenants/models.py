@@ -6,7 +6,7 @@ only their SHA-256, which is enough because they are random (no password hashing
 
 from __future__ import annotations
 
-from sqlalchemy import Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Index, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from reelgen.service.jobs.models import Base
@@ -39,7 +39,7 @@ class KeyCounter(Base):
 
     key_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), primary_key=True)  # "requests" or "compute"
-    window_start: Mapped[int] = mapped_column(primary_key=True)  # unix seconds
+    window_start: Mapped[int] = mapped_column(BigInteger, primary_key=True)  # unix seconds (past 2038 too)
     value: Mapped[float] = mapped_column(default=0.0)
 
 

@@ -36,7 +36,7 @@ def upgrade() -> None:
         "api_key_counters",
         sa.Column("key_id", sa.String(length=64), nullable=False),
         sa.Column("kind", sa.String(length=16), nullable=False),
-        sa.Column("window_start", sa.Integer(), nullable=False),
+        sa.Column("window_start", sa.BigInteger(), nullable=False),
         sa.Column("value", sa.Double(), nullable=False),
         sa.PrimaryKeyConstraint("key_id", "kind", "window_start"),
     )
