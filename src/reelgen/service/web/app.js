@@ -10,6 +10,11 @@ const $ = (id) => document.getElementById(id);
 const models = new Map(); // id -> model object of GET /v1/models
 const following = new Map(); // video id -> AbortController of its event stream
 let lastId = null; // the cursor of "Load older videos"
+// Newest first, as GET /v1/videos lists them. created_at has whole seconds only: within one second, videos keep
+// the order the page learned of them in (the list's order; the ones it creates above).
+const ties = new Map(); // video id -> rank among videos of the same second
+let listed = 0;
+let created = 0;
 
 class ApiError extends Error {
   constructor(status, message, param = null) {
@@ -93,7 +98,9 @@ async function submit(event) {
   $("generate").disabled = true;
   try {
     // multipart, as the openai SDK sends it: the service parses the numbers and names any bad one
-    show(await (await api("v1/videos", { method: "POST", form })).json());
+    const video = await (await api("v1/videos", { method: "POST", form })).json();
+    ties.set(video.id, ++created);
+    show(video);
   } catch (e) {
     showError(e);
   } finally {
@@ -105,10 +112,17 @@ async function submit(event) {
 
 const describe = (v) => `${v.model} · ${v.size} · ${v.seconds} s · ${v.num_inference_steps} steps · seed ${v.seed}`;
 
-// newest first, whatever order videos arrive in (pages of the list, new ones, ones that just finished)
-function insert(container, element) {
-  const created = Number(element.dataset.created);
-  const next = [...container.children].find((other) => Number(other.dataset.created) < created);
+// in list order, whatever order videos arrive in (pages of the list, new ones, ones that just finished)
+function insert(container, element, video) {
+  element.dataset.id = video.id;
+  element.dataset.created = video.created_at;
+  element.dataset.tie = ties.get(video.id) ?? 0;
+  const key = (e) => [Number(e.dataset.created), Number(e.dataset.tie)];
+  const [time, tie] = key(element);
+  const next = [...container.children].find((other) => {
+    const [otherTime, otherTie] = key(other);
+    return otherTime < time || (otherTime === time && otherTie < tie);
+  });
   container.insertBefore(element, next ?? null);
 }
 
@@ -117,7 +131,7 @@ function show(video) {
   if (video.status === "completed") {
     if (shown?.classList.contains("card")) return;
     shown?.remove();
-    insert($("gallery"), card(video));
+    insert($("gallery"), card(video), video);
     return;
   }
   const row = shown ?? jobRow(video);
@@ -127,14 +141,12 @@ function show(video) {
   row.querySelector(".percent").textContent = `${video.progress}%`;
   row.querySelector(".cancel").hidden = TERMINAL.has(video.status);
   row.querySelector(".job-error").textContent = video.error?.message ?? "";
-  if (!shown) insert($("jobs"), row);
+  if (!shown) insert($("jobs"), row, video);
   if (!TERMINAL.has(video.status)) follow(video.id);
 }
 
 function jobRow(video) {
   const row = $("job-template").content.firstElementChild.cloneNode(true);
-  row.dataset.id = video.id;
-  row.dataset.created = video.created_at;
   row.querySelector(".prompt").textContent = video.prompt;
   row.querySelector(".meta").textContent = describe(video);
   row.querySelector("progress").setAttribute("aria-label", `progress of ${video.id}`);
@@ -144,8 +156,6 @@ function jobRow(video) {
 
 function card(video) {
   const figure = $("card-template").content.firstElementChild.cloneNode(true);
-  figure.dataset.id = video.id;
-  figure.dataset.created = video.created_at;
   figure.querySelector(".prompt").textContent = video.prompt;
   figure.querySelector(".meta").textContent = describe(video);
   attachMedia(figure, video).catch((e) => {
@@ -249,7 +259,10 @@ async function loadVideos(after = null) {
   const query = new URLSearchParams({ limit: PAGE });
   if (after) query.set("after", after);
   const page = await (await api(`v1/videos?${query}`)).json();
-  page.data.forEach(show);
+  for (const video of page.data) {
+    ties.set(video.id, -++listed);
+    show(video);
+  }
   lastId = page.last_id;
   $("more").hidden = !page.has_more;
 }
