@@ -2,9 +2,11 @@
 
 Beside `reelgen serve --workers 0`, which then only answers the API, any number of worker processes share
 its job store and object store: each claims queued jobs with its own lease-holding threads (the local
-executor), runs them with the same JobRunner and recovers the expired leases of dead workers. Which process
-runs what in that layout: the API process queues jobs, sends webhooks and sweeps files past retention; the
-workers generate. Both recover leases, an idempotent write fenced in the store.
+executor), runs them with the same JobRunner and recovers the expired leases of dead workers. Like a Ray
+replica, it loads its models before it claims a job.
+
+Which process runs what in that layout: the API process queues jobs, sends webhooks and sweeps files past
+retention; the workers generate. Both recover leases, an idempotent write fenced in the store.
 
 A worker never imports FastAPI: its metrics go out through prometheus_client's own HTTP server.
 """
@@ -54,6 +56,8 @@ class Worker:
         if metrics_address is not None:
             server, _ = start_http_server(metrics_address[1], metrics_address[0], registry=self.metrics.registry)
             log.info("metrics on http://%s:%d/metrics", metrics_address[0], server.server_port)
+        for model, generator in self.executor.runner.generators.items():  # once, here: a job never waits for weights
+            log.info("loaded %s in %.2fs", model, generator.load())
         self.housekeeper.run_once()
         self.executor.start()
         self.housekeeper.start()
