@@ -15,8 +15,8 @@ from reelgen.backends.base import Generator
 from reelgen.service.api import Services, build_api
 from reelgen.service.api.errors import error_body
 from reelgen.service.api.monitoring import install_monitoring
-from reelgen.service.api.web import install_web
 from reelgen.service.api.schemas import VideoPublic
+from reelgen.service.api.web import install_web
 from reelgen.service.delivery import LinkSigner
 from reelgen.service.executors import LocalExecutor
 from reelgen.service.executors.base import WorkerProcesses
