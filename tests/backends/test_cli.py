@@ -152,12 +152,16 @@ def test_exit_status_and_message_of_the_real_command(models_file, tmp_path):
     (lambda folder: shutil.rmtree(folder), "path: {folder} does not exist or is not a folder"),
     (lambda folder: shutil.rmtree(folder / "vae"), "path: {folder} is incomplete: component 'vae'"),
 ])
-def test_serve_refuses_a_missing_or_half_copied_model_folder(tiny_dirs, tmp_path, capsys, damage, message):
+def test_serve_refuses_a_missing_or_half_copied_model_folder(tiny_dirs, tmp_path, damage, message):
     folder = tmp_path / "wan"
     shutil.copytree(tiny_dirs["wan"], folder)
     damage(folder)
     models = tmp_path / "models.toml"
     models.write_text(tiny_registry_entry("wan", folder))
-    assert main(["serve", "--models-file", str(models), "--data-dir", str(tmp_path / "data"), "--port", "0"]) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"reelgen serve: error: {models}: model 'tiny-wan': " + message.format(folder=folder)), err
+    # the real command: serve configures the process's logging, which must not leak into other tests
+    r = subprocess.run([sys.executable, "-m", "reelgen.cli", "serve", "--models-file", str(models), "--data-dir",
+                        str(tmp_path / "data"), "--port", "0"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    last = r.stderr.splitlines()[-1]  # after the log lines of starting up
+    assert last.startswith(f"reelgen serve: error: {models}: model 'tiny-wan': " + message.format(folder=folder)), \
+        r.stderr
