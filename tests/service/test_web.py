@@ -1,29 +1,46 @@
-"""The web page at `/` in real headless Chromium (Debian's package, driven by Playwright) against a live server.
+"""The web page at `/`: served with its files, and used in real headless Chromium (Debian's package, driven by
+Playwright) against a live server.
 
-Slow (a `reelgen serve` start, a browser): marked `slow`. The main test saves the screenshot docs/web.png.
+The browser tests are slow (a `reelgen serve` start, a browser): marked `slow`. The last saves docs/web.png.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import shutil
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.testclient import TestClient
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
 from reelgen.rendering import read_video
+from reelgen.service.app import create_app
+from tests.service.helpers import FakeGenerator
 from tests.service.live import API_KEY, Server
-
-pytestmark = pytest.mark.slow
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "web.png"
 # on the slow test model (~10 ms a step) these steps last a few seconds: long enough to watch and to cancel
 WATCHED_STEPS = 150
 CANCELLED_STEPS = 200
 GENERATE_TIMEOUT_MS = 120_000
+
+
+def test_the_page_and_its_files_are_served_outside_the_api_document(make_settings):
+    with TestClient(create_app(make_settings(), [FakeGenerator()])) as client:
+        page = client.get("/")
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        files = re.findall(r'(?:src|href)="(web/[^"]+)"', page.text)
+        assert {"web/app.js", "web/style.css"} <= set(files)
+        for file in files:
+            assert client.get(f"/{file}").status_code == 200, file
+        assert client.get("/web/missing.js").json()["error"]["code"] == "not_found"
+        paths = client.get("/openapi.json").json()["paths"]
+        assert not [path for path in paths if path == "/" or path.startswith("/web")]
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +82,7 @@ def _generate(page: Page, prompt: str, steps: str = "", seed: str = "") -> None:
     page.get_by_role("button", name="Generate").click()
 
 
+@pytest.mark.slow
 def test_without_a_key_no_header_is_sent_and_api_errors_are_shown(browser_page, server):
     page, requests = browser_page
     page.goto(server.url)
@@ -94,6 +112,7 @@ def test_without_a_key_no_header_is_sent_and_api_errors_are_shown(browser_page, 
     expect(error).to_be_hidden()
 
 
+@pytest.mark.slow
 def test_generate_watch_the_progress_play_download_and_cancel(browser_page, server):
     page, _ = browser_page
     http = server.http()

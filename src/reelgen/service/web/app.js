@@ -134,6 +134,8 @@ function show(video) {
     insert($("gallery"), card(video), video);
     return;
   }
+  // a stream's event may arrive after the answer to cancel: a finished video does not run again
+  if (TERMINAL.has(shown?.dataset.status) && !TERMINAL.has(video.status)) return;
   const row = shown ?? jobRow(video);
   row.dataset.status = video.status;
   row.querySelector(".status").textContent = video.status.replace("_", " ");
@@ -218,8 +220,8 @@ async function follow(id) {
           document.querySelector(`[data-id="${CSS.escape(id)}"]`)?.remove();
           return;
         }
-        if (e.status >= 400 && e.status < 500) return showError(e);
-        // no answer or a 5xx (a restart, a database failover): the job goes on, follow it again
+        if (e.status >= 400 && e.status < 500 && e.status !== 429) return showError(e);
+        // no answer, over the key's rate (429) or a 5xx (a restart, a database failover): the job goes on
       }
       await new Promise((resolve) => setTimeout(resolve, RETRY_MS));
       if (controller.signal.aborted) return;
