@@ -165,9 +165,14 @@ def test_generate_watch_the_progress_play_download_and_cancel(browser_page, serv
     expect(row.get_by_role("button", name="Cancel")).to_be_hidden()
     assert http.get(f"/v1/videos/{row.get_attribute('data-id')}").json()["status"] == "cancelled"
 
-    page.locator("#prompt").fill("a blue square bouncing")
+    # the screenshot shows a job on its way too
+    _generate(page, "a blue square bouncing", steps=str(CANCELLED_STEPS))
+    running = page.locator(".job", has_text="a blue square bouncing")
+    page.wait_for_function("bar => bar.value >= 30", arg=running.locator("progress").element_handle(),
+                           timeout=GENERATE_TIMEOUT_MS)
     page.mouse.move(0, 0)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     # a palette PNG: the screenshot stays small enough to commit
     Image.open(io.BytesIO(page.screenshot())).quantize(colors=128).save(SCREENSHOT, optimize=True)
     assert SCREENSHOT.stat().st_size < 200_000
+    http.post(f"/v1/videos/{running.get_attribute('data-id')}/cancel").raise_for_status()

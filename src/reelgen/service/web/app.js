@@ -147,19 +147,24 @@ function show(video) {
   if (!TERMINAL.has(video.status)) follow(video.id);
 }
 
+// a copy of a <template>, with the video's prompt (in full on hover) and settings
+function fromTemplate(id, video) {
+  const element = $(id).content.firstElementChild.cloneNode(true);
+  const prompt = element.querySelector(".prompt");
+  prompt.textContent = prompt.title = video.prompt;
+  element.querySelector(".meta").textContent = describe(video);
+  return element;
+}
+
 function jobRow(video) {
-  const row = $("job-template").content.firstElementChild.cloneNode(true);
-  row.querySelector(".prompt").textContent = video.prompt;
-  row.querySelector(".meta").textContent = describe(video);
+  const row = fromTemplate("job-template", video);
   row.querySelector("progress").setAttribute("aria-label", `progress of ${video.id}`);
   row.querySelector(".cancel").addEventListener("click", () => cancel(video.id));
   return row;
 }
 
 function card(video) {
-  const figure = $("card-template").content.firstElementChild.cloneNode(true);
-  figure.querySelector(".prompt").textContent = video.prompt;
-  figure.querySelector(".meta").textContent = describe(video);
+  const figure = fromTemplate("card-template", video);
   attachMedia(figure, video).catch((e) => {
     figure.querySelector(".media").textContent = e.message; // files expired, storage down: said on the card
     figure.classList.add("broken");
