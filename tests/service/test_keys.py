@@ -345,6 +345,11 @@ def test_concurrent_jobs_and_daily_compute_per_key(make_client):
     quota = _create(client, frugal)
     _error(quota, 429, "insufficient_quota")
     assert 1 <= int(quota.headers["retry-after"]) <= DAY
+    assert client.delete(f"/v1/videos/{video['id']}", headers=_as(frugal)).status_code == 200
+    _error(_create(client, frugal), 429, "insufficient_quota")  # deleting a video gives no compute back
+    used = client.get("/v1/usage", headers=_as(frugal)).json()
+    assert used["videos"] == 0 and used["compute_seconds_today"] > 0.001
+    assert used["limits"] == {"requests_per_minute": 600, "max_concurrent_jobs": 1, "daily_compute_seconds": 0.001}
 
 
 def test_a_keys_webhook_url_is_used_unless_the_request_names_one(make_client):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterable
+from dataclasses import asdict
 from typing import Annotated, Literal
 from urllib.parse import urlencode
 
@@ -48,6 +49,7 @@ from reelgen.service.delivery import SignatureError, file_response
 from reelgen.service.jobs import TERMINAL, Job, JobConflict, JobStatus
 from reelgen.service.logs import job_id_var
 from reelgen.service.storage import job_prefix, output_key
+from reelgen.service.tenants import compute_today
 
 log = logging.getLogger(__name__)
 
@@ -263,8 +265,12 @@ def download_video_content(
 
 @router.get("/usage", response_model=UsagePublic, summary="Usage and estimated cost of the caller's videos",
             tags=["usage"])
-def get_usage(caller: CallerDep, store: StoreDep) -> UsagePublic:
-    return UsagePublic(**usage.totals(store, caller.owner))
+def get_usage(caller: CallerDep, services: ServicesDep) -> UsagePublic:
+    totals = usage.totals(services.store, caller.owner)
+    if caller.key is not None:
+        totals["limits"] = asdict(caller.limits(services.settings))
+        totals["compute_seconds_today"] = compute_today(services.store.engine, caller.key.id, services.keys.clock())
+    return UsagePublic(**totals)
 
 
 @router.get("/models", response_model=ModelList, summary="List the served models", tags=["models"])

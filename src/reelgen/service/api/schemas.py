@@ -80,12 +80,25 @@ class VideoUsage(BaseModel):
     estimated_cost: UsageCost
 
 
+class KeyLimits(BaseModel):
+    """An API key's limits (its own, or the service's defaults); 0 is no limit."""
+
+    requests_per_minute: int
+    max_concurrent_jobs: int = Field(description="videos queued or in progress at once")
+    daily_compute_seconds: float = Field(description="device seconds of generation per UTC day")
+
+
 class UsagePublic(VideoUsage):
     """GET /v1/usage: usage summed over the videos in the caller's scope."""
 
     object: Literal["usage"] = "usage"
     scope: str = Field(description="whose videos are summed: the API key's id, or 'global' while auth is off")
     videos: int = Field(description="videos in the store in this scope, in any state")
+    # the caller's key: null while auth is off
+    limits: KeyLimits | None = None
+    compute_seconds_today: float | None = Field(None, description="device seconds charged to the key since 00:00 "
+                                                                  "UTC, deleted videos included: what the daily "
+                                                                  "quota counts")
 
 
 class VideoPublic(BaseModel):
