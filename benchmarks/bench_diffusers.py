@@ -163,24 +163,26 @@ OPTIONS = {
 }
 
 
-def options(path: Path, repeats: int, compile_too: bool) -> None:
+def options(path: Path, repeats: int, compile_too: bool, only: list[str] | None) -> None:
     chosen = OPTIONS | ({"torch_compile": {"torch_compile": True}} if compile_too else {})
     print(f"\n## Memory and speed options ({SIZE}x{SIZE}, {FRAMES} frames, {STEPS} steps; medians of {repeats})\n")
-    print("| option | load + first call | wall time per call | CPU time per call | peak memory of a call | "
-          "PSNR vs none |")
+    print("| option | load + first call (wall / CPU) | wall time per call | CPU time per call | peak memory of a "
+          "call | PSNR vs none |")
     print("| --- | --- | --- | --- | --- | --- |")
     references = {}
     # The VAE tiles only frames larger than its tile (256 px for Wan): the last two rows are 320x320 (3 calls each).
     rows = [(name, memory, SIZE) for name, memory in chosen.items()] + \
         [("none, 320x320", {}, 320), ("vae_tiling, 320x320", {"vae_tiling": True}, 320)]
+    if only:  # the chosen rows, after the reference each is compared with
+        rows = [row for row in rows if row[0] == "none" or row[0] in only]
     for name, memory, size in rows:
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         generator = generator_for(path, memory, size)
         frames = generator.generate([request()]).frames
-        first = time.perf_counter() - start
+        first, first_cpu = time.perf_counter() - start, time.process_time() - start_cpu
         runs = [measure(lambda: generator.generate([request()])) for _ in range(repeats if size == SIZE else 3)]
         reference = references.setdefault(size, frames)
-        print(f"| {name} | {first:.2f} s | {statistics.median(r[0] for r in runs) * 1000:.1f} ms | "
+        print(f"| {name} | {first:.2f} s / {first_cpu:.2f} s | {statistics.median(r[0] for r in runs) * 1000:.1f} ms | "
               f"{statistics.median(r[1] for r in runs) * 1000:.1f} ms | {statistics.median(r[2] for r in runs):.1f} "
               f"MiB | {psnr(frames, reference):.1f} dB |")
     print("\nOffloading (cpu_offload, sequential_offload) and fp8 need a GPU: not measurable here.")
@@ -240,6 +242,8 @@ def main() -> int:
                                                                 "fastest on one, and steadier beside other jobs)")
     parser.add_argument("--compile", action="store_true", help="also time torch_compile (compiling takes minutes)")
     parser.add_argument("--only", choices=["overhead", "options", "quantization"], help="run one section")
+    parser.add_argument("--option", action="append", help="a row of the options table to run (repeatable; "
+                                                          "default: all; 'none' always runs as the reference)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     m = machine_info()
@@ -253,7 +257,7 @@ def main() -> int:
         if args.only in (None, "overhead"):
             overhead(path, args.repeats)
         if args.only in (None, "options"):
-            options(path, args.repeats, args.compile)
+            options(path, args.repeats, args.compile, args.option)
         if args.only in (None, "quantization"):
             quantization(Path(tmp), args.repeats)
     return 0
