@@ -45,7 +45,7 @@ def test_a_group_of_rank_actors_gives_the_one_process_video(driver, tiny_model_d
     request = GenerationRequest(frames=frames, **REQUEST)
     expected = TextToVideoPipeline.from_pretrained(tiny_model_dir, text_encoder)([request])[0]
     group = RayRankGroup(tiny_model_dir, **layout)
-    assert group.world_size == 2
+    assert group.world_size == 2 and len(set(group.nodes)) == 2  # one CPU per node: PACK had to use both
     video = group(request)
     # the tolerance of tests/parallel/test_two_ranks.py: only the order of float32 sums differs
     assert video.shape == expected.shape
@@ -59,12 +59,19 @@ def test_a_group_of_rank_actors_gives_the_one_process_video(driver, tiny_model_d
         ray.get(ranks[0].generate.remote(request), timeout=60)
 
 
+def test_a_group_the_cluster_has_no_room_for_fails_clearly(driver, tiny_model_dir):
+    from reelgen.parallel.ray_ranks import RayRankGroup
+
+    with pytest.raises(TimeoutError, match=r"no room for 2 ranks of \{'CPU': 1\} \(STRICT_PACK\) within 3 s"):
+        RayRankGroup(tiny_model_dir, cfg=2, strategy="STRICT_PACK", timeout=3)  # one node has 1 CPU, not 2
+
+
 def test_parallel_run_starts_its_ranks_on_ray_and_writes_rank_0s_video(cluster, tiny_model_dir, tmp_path):
     out = tmp_path / "clip.mp4"
     done = subprocess.run([sys.executable, "-m", "reelgen.parallel.run", "a red circle moving left", "--model-dir",
                            str(tiny_model_dir), "--steps", "2", "--windows", "--ranks", "2", "--frames", "12",
                            "--ray", cluster, "-o", str(out)], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "12 frames on 2 Ray ranks" in done.stdout
+    assert "12 frames on 2 Ray ranks over 2 node(s)" in done.stdout
     frames, _ = read_video(out)
     assert len(frames) == 12

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -38,20 +37,17 @@ def ray_cluster(*node_resources: dict[str, float], num_cpus: int = 1) -> Iterato
     os.environ["RAY_AUTH_MODE"] = "disabled"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = []
-    log = open(Path(temp) / "nodes.log", "a")
     try:
         for i, resources in enumerate(node_resources):
             role = [f"--port={address.split(':')[1]}", "--head", "--include-dashboard=false"] if i == 0 else \
                 [f"--address={address}"]
-            nodes.append(subprocess.Popen([RAY, "start", *role, f"--resources={json.dumps(resources)}", *common],
-                                          env=env, stdout=log, stderr=subprocess.STDOUT))
-            wait_until(lambda: _nodes(address) == i + 1, timeout=120, interval=1, message=f"Ray node {i + 1}")
+            command = [RAY, "start", *role, f"--resources={json.dumps(resources)}", *common]
+            nodes.append(_start_node(command, env, Path(temp) / f"node{i}.log"))
         yield address
     finally:
         for node in reversed(nodes):
             node.send_signal(signal.SIGTERM)  # each drains and stops its own processes
             node.wait(timeout=120)
-        log.close()
         shutil.rmtree(temp, ignore_errors=True)
         if auth_before is None:
             del os.environ["RAY_AUTH_MODE"]
@@ -59,16 +55,26 @@ def ray_cluster(*node_resources: dict[str, float], num_cpus: int = 1) -> Iterato
             os.environ["RAY_AUTH_MODE"] = auth_before
 
 
+def _start_node(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    """Start one node and wait until `ray start` says it joined the cluster. Tried again if it exits while
+    starting: a raylet gives its dashboard agent 15 s to start and then exits (ray-project/ray#65983), which a
+    busy 2-core machine hits."""
+    for _ in range(3):
+        with open(log, "w") as out:
+            node = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            wait_until(lambda: node.poll() is not None or "Ray runtime started." in log.read_text(), timeout=300,
+                       interval=0.5, message=f"the Ray node of {log.name} to start")
+        except AssertionError:
+            node.send_signal(signal.SIGTERM)
+            node.wait(timeout=120)
+            raise
+        if node.poll() is None:
+            return node
+    raise AssertionError(f"a Ray node exited while starting, 3 times:\n{log.read_text()[-3000:]}")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _nodes(address: str) -> int:
-    """Alive nodes, as `ray status` reports them."""
-    status = subprocess.run([RAY, "status", f"--address={address}"], capture_output=True, text=True)
-    if status.returncode != 0:
-        return 0
-    active = status.stdout.split("Active:")[1].split("Pending:")[0] if "Active:" in status.stdout else ""
-    return len(re.findall(r"node_\w+", active))

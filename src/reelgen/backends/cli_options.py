@@ -73,8 +73,9 @@ def uses_open_model(args: argparse.Namespace) -> bool:
     return any(getattr(args, name) is not None for name in ("model", "models_file", "model_path"))
 
 
-def fill_builtin_defaults(args: argparse.Namespace) -> None:
-    """The built-in model's defaults; refuses the flags only open models take and a device this machine lacks."""
+def fill_builtin_defaults(args: argparse.Namespace, local_device: bool = True) -> None:
+    """The built-in model's defaults; refuses the flags only open models take and (local_device: the model
+    runs in this process, not on Ray workers) a device this machine lacks."""
     from reelgen.pipelines.device import resolve_device
     from reelgen.pipelines.request import DEFAULT_SAMPLER
 
@@ -90,10 +91,11 @@ def fill_builtin_defaults(args: argparse.Namespace) -> None:
         args.sampler = DEFAULT_SAMPLER
     if args.device is None:
         args.device = "cpu"
-    try:
-        resolve_device(args.device)
-    except ValueError as e:
-        raise ValueError(f"--device {args.device}: {e}") from None
+    if local_device:
+        try:
+            resolve_device(args.device)
+        except ValueError as e:
+            raise ValueError(f"--device {args.device}: {e}") from None
 
 
 def _memory_flags(args: argparse.Namespace) -> tuple[dict, dict, dict[str, str]]:

@@ -4,7 +4,8 @@
 - sequence.shard_model: each rank runs the transformer blocks on a slice of the frames.
 - mesh.parallelize: both at once over a (cfg, sequence) mesh of ranks.
 - pipelines.long_video.LongVideoPipeline(group=...): temporal windows spread over ranks.
-- launch.run_ranks spawns local ranks (tests, benchmarks); run.py is the torchrun entry.
+- launch.run_ranks spawns local ranks (tests, benchmarks); run.py is the torchrun entry;
+  ray_ranks.RayRankGroup makes the ranks Ray actors; group.backend_for picks nccl or gloo.
 """
 
 from reelgen.parallel.cfg import CFGParallel

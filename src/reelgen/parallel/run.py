@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     if (args.ulysses, args.ring) != (1, 1):
         raise ValueError("--ulysses and --ring split diffusers models (--model-path); the built-in model splits "
                          "with --sequence and --cfg")
-    fill_builtin_defaults(args)
+    fill_builtin_defaults(args, local_device=args.ray is None)  # with --ray the ranks check their nodes' devices
     # 1. check everything before any model loads on any rank
     model_dir = args.model_dir or DEFAULT_MODEL_DIR
     native = load_config(model_dir).frames
@@ -163,7 +163,8 @@ def run_on_ray(args: argparse.Namespace, model_dir, request: GenerationRequest, 
     finally:
         ray.shutdown()
     write_video(frames, output, fps=args.fps, min_side=args.min_side)
-    print(f"wrote {output} ({frames.shape[0]} frames on {group.world_size} Ray ranks)")
+    print(f"wrote {output} ({frames.shape[0]} frames on {group.world_size} Ray ranks over {len(set(group.nodes))} "
+          "node(s))")
     return 0
 
 
