@@ -202,7 +202,7 @@ def link_video(video: VideoDep, body: LinkCreate, services: ServicesDep, request
                              "at most (and no longer than a signed link or the video's retention)",
               "headers": {"Location": {"description": "the presigned URL", "schema": {"type": "string"}}}},
         304: {"description": "the client's copy (If-None-Match) is current"},
-        **errors(400, 401, 403, 404, 409),
+        **errors(400, 401, 403, 404, 409, 429),
         416: {"description": "the range starts past the end of the file"},
         **errors(503),
     },

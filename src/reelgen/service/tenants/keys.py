@@ -84,8 +84,8 @@ class KeyStore:
     def find(self, secret: str) -> ApiKey | None:
         """The key whose secret this is, revoked or not; None for an unknown secret.
 
-        Looked up by hash: an index lookup takes the same time whatever the secret, and the database never
-        sees one."""
+        Looked up by hash, so the database never sees a secret, and the lookup's timing can tell an attacker
+        at most how a hash of their guess compares to stored hashes, which says nothing about any secret."""
         with Session(self.engine) as session:
             return session.scalars(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret))).first()
 
