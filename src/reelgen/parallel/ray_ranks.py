@@ -5,9 +5,9 @@ one GPU and Ray's CUDA_VISIBLE_DEVICES makes "cuda" that GPU. The ranks are
 reserved together in one placement group: all or none, so two groups starting
 at once never hold half a group each and wait for each other forever; PACK puts
 them on as few nodes as have room (NVLink rather than the network between GPUs),
-STRICT_PACK on one node or not at all. Rank 0 opens the group's rendezvous store on a port its OS picks (no
-free port to guess, no race for it) and the driver hands its node's address and
-the port to the others. All join one torch.distributed group (nccl on GPUs, gloo
+STRICT_PACK on one node or not at all. Rank 0 opens the group's rendezvous
+store on a port its OS picks (no free port to guess, no race for it) and the
+driver hands its node's address and the port to the others. All join one torch.distributed group (nccl on GPUs, gloo
 on CPUs: parallel.group.backend_for), load the pipeline once and spread it over
 the group as torchrun's ranks do (parallel.run.spread). Every video then runs on
 all ranks, and only rank 0's frames travel back.
@@ -31,6 +31,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from reelgen.parallel.group import backend_for
+from reelgen.parallel.run import load_pipeline, spread
 from reelgen.pipelines.device import resolve_device
 from reelgen.pipelines.request import GenerationRequest
 
@@ -55,8 +56,6 @@ class Rank:
     def join(self, address: str, port: int, timeout: float, model_dir: str, layout: dict,
              overlap: int | None) -> str:
         """Join the group and load the spread pipeline -> the Ray node this rank runs on."""
-        from reelgen.parallel.run import load_pipeline, spread
-
         if self.store is None:
             self.store = td.TCPStore(address, port, is_master=False, timeout=timedelta(seconds=timeout))
         td.init_process_group(backend_for(self.device), store=self.store, rank=self.rank,
