@@ -164,7 +164,7 @@ class _Service:
 
     def __enter__(self) -> str:
         self.procs = [subprocess.Popen(command, env=os.environ) for command in self.commands]
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600  # a loaded 2-core machine takes minutes to import torch
         while True:
             try:
                 httpx.get(f"{self.url}/health")
