@@ -69,8 +69,8 @@ def browser_page(server):
     assert [r.url for r in requests if not r.url.startswith(server.url + "/")] == []
 
 
-def _use_key(page: Page, key: str = API_KEY) -> None:
-    page.fill("#api-key", key)
+def _use_key(page: Page) -> None:
+    page.fill("#api-key", API_KEY)
     page.get_by_role("button", name="Use key").click()
     expect(page.locator("#model")).to_have_value("reelgen-shapes")
 
@@ -142,12 +142,15 @@ def test_generate_watch_the_progress_play_download_and_cancel(browser_page, serv
     assert [c.get_attribute("data-id") for c in page.locator(".card").all()] == listed
     assert set(listed) == {video_id, *(v["id"] for v in made_elsewhere)}
 
-    # the gallery plays it: decoded metadata (1 s: 8 frames at 8 fps), then playback moves on a click
+    # the gallery shows its thumbnail, has read the video's metadata (1 s: 8 frames at 8 fps), and plays on a click
     player = card.locator("video")
-    player.evaluate("v => new Promise((ok) => v.readyState >= 1 ? ok() : v.addEventListener('loadedmetadata', ok))")
+    page.wait_for_function("v => performance.getEntriesByName(v.poster).some((e) => e.responseStatus === 200)",
+                           arg=player.element_handle())
+    assert httpx.get(player.evaluate("v => v.poster"), timeout=30).content[:2] == b"\xff\xd8"  # a JPEG, no key
+    page.wait_for_function("v => v.readyState >= 1", arg=player.element_handle())
     assert player.evaluate("v => [v.duration, v.videoWidth, v.videoHeight]") == [pytest.approx(1.0, abs=0.1), 256, 256]
     player.click()
-    page.wait_for_function("v => v.currentTime > 0 && v.readyState >= 2", arg=player.element_handle())
+    page.wait_for_function("v => v.currentTime > 0 && v.readyState >= 2 && !v.paused", arg=player.element_handle())
 
     # the download is a signed link: it works without the key
     link = card.get_by_role("link", name="Download")

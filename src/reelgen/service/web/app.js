@@ -183,6 +183,7 @@ async function attachMedia(figure, video) {
     media.alt = video.prompt;
   } else {
     media = document.createElement("video");
+    // metadata only until played (the duration, and a click anywhere plays); the thumbnail shows meanwhile
     Object.assign(media, { controls: true, loop: true, playsInline: true, preload: "metadata",
                            poster: thumbnail.url });
     // the links expire (an hour by default): a page left open signs new ones when playing fails
