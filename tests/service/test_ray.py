@@ -163,7 +163,7 @@ def test_a_replica_killed_mid_job_has_its_job_completed_by_another(server):
 @pytest.mark.parametrize("flags, message", [
     (["--min-replicas", "3", "--max-replicas", "2"], "min_replicas <= max_replicas"),
     (["--executor", "banana"], "executor"),
-    (["--ray-resources", '{"A100": -1}'], "ray_resources"),
+    (["--ray-resources", '{"A100": -1}'], "--ray-resources.A100 (or REELGEN_RAY_RESOURCES)"),
 ])
 def test_bad_ray_settings_stop_serve_with_a_message_before_ray_starts(tmp_path, flags, message):
     result = subprocess.run([sys.executable, "-m", "reelgen.cli", "serve", "--data-dir", str(tmp_path), "--executor",
