@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import threading
 from dataclasses import replace
 
 import pytest
@@ -342,6 +343,31 @@ def test_image_to_video_takes_an_upload_or_a_data_url_and_a_remix_keeps_the_imag
     assert (generator.requests[-1].prompt, generator.requests[-1].image) == ("it stops", png)
     schema = client.get("/openapi.json").json()["components"]["schemas"]
     assert "input_reference" in schema["VideoCreate"]["properties"]
+
+
+def test_image_urls_are_fetched_from_private_hosts_only_when_the_settings_allow_them(make_client):
+    from tests.backends.test_images import ImageServer
+
+    server = ImageServer()
+    thread = threading.Thread(target=server.http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        body = {"prompt": "it moves", "input_reference": {"image_url": server.url("/red.png")}}
+        refused = make_client(generators=[FakeGenerator(spec=IMAGE_TO_VIDEO)]).post("/v1/videos", json=body)
+        assert "public addresses only" in _error(refused, 400, "input_reference")["message"]
+        assert server.hits == []
+        generator = FakeGenerator(spec=IMAGE_TO_VIDEO)
+        client = make_client(generators=[generator], image_allow_hosts="127.0.0.1/32")
+        assert _finish(client, _create(client, **body)["id"])["status"] == "completed"
+        assert server.hits == ["/red.png"] and Image.open(io.BytesIO(generator.requests[-1].image)).size == (40, 24)
+    finally:
+        server.http.shutdown()
+        server.http.server_close()
+
+
+def test_a_malformed_image_allow_list_stops_the_start(make_settings):
+    with pytest.raises(ValueError, match="allow-list entry"):
+        create_app(make_settings(image_allow_hosts="10.0.0.0/33"))
 
 
 @pytest.mark.parametrize(("reference", "code"), [

@@ -29,12 +29,14 @@ from reelgen.service.settings import ServiceSettings
 from reelgen.service.storage import ObjectStore
 from reelgen.service.tenants import Idempotency, KeyStore
 from reelgen.service.webhooks import Outbox, WebhookSender, check_settings
+from reelgen.service.webhooks.ssrf import AllowList
 
 
 def create_app(settings: ServiceSettings | None = None, generators: Sequence[Generator] | None = None) -> FastAPI:
     """The service as an ASGI app. Workers start and stop with the app's lifespan (uvicorn, TestClient)."""
     settings = settings or ServiceSettings()
     check_settings(settings)
+    AllowList.parse(settings.image_allow_hosts)  # a malformed entry stops the start, not the first request
     store = JobStore(settings.database_url, lease_seconds=settings.lease_seconds, max_attempts=settings.max_attempts,
                      retention_seconds=settings.retention_seconds)
     storage = ObjectStore.from_settings(settings)

@@ -117,6 +117,9 @@ class ServiceSettings(BaseSettings):
     webhook_allow_hosts: Annotated[list[str], NoDecode, BeforeValidator(_word_list)] = Field(
         [], description="host names, IPs or CIDRs webhooks may reach although they are not "
                                           "public (loopback, private, link-local...), comma-separated or JSON")
+    image_allow_hosts: Annotated[list[str], NoDecode, BeforeValidator(_word_list)] = Field(
+        [], description="host names, IPs or CIDRs an input_reference image_url may be fetched from although "
+                        "they are not public (an in-house image server), comma-separated or JSON")
     webhook_max_attempts: int = Field(8, ge=1, description="attempts per webhook before it is given up")
     webhook_backoff_seconds: float = Field(60.0, gt=0, description="delay after a failed first attempt; each "
                                                                    "next delay is 3x longer, +-20% jitter")

@@ -25,9 +25,11 @@ from reelgen.service.api.errors import APIError
 from reelgen.service.api.schemas import ImageReference, VideoCreate, VideoPublic
 from reelgen.service.jobs import Job
 from reelgen.service.jobs.store import new_job_id
+from reelgen.service.settings import ServiceSettings
 from reelgen.service.storage import input_key, job_prefix
 from reelgen.service.tenants import Idempotency, admit
 from reelgen.service.webhooks import Outbox, Subscription, WebhookRefused, resolve_target
+from reelgen.service.webhooks.ssrf import AllowList
 
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 _NESTED_KEY = re.compile(r"^(\w+)\[(\w+)\]$")  # how the openai SDK flattens objects into a form: a[b]
@@ -110,7 +112,7 @@ def create(services: Services, caller: Caller, body: VideoCreate,
 
 def _create(services: Services, caller: Caller, body: VideoCreate,
             record: Callable[[Session, dict], None] | None = None) -> dict:
-    job, image = new_job(body, services.models, services.settings.max_upload_bytes)
+    job, image = new_job(body, services.models, services.settings)
     key_url = caller.key.webhook_url if caller.key is not None else None
     try:
         webhook = resolve_target(services.settings, body.webhook_url, key_url)
@@ -160,7 +162,7 @@ def request_hash(body: VideoCreate) -> str:
     return hashlib.sha256(body.model_dump_json().encode()).hexdigest()
 
 
-def new_job(body: VideoCreate, models: dict[str, ModelSpec], max_image_bytes: int) -> tuple[Job, bytes | None]:
+def new_job(body: VideoCreate, models: dict[str, ModelSpec], settings: ServiceSettings) -> tuple[Job, bytes | None]:
     """Resolve a create request against its model's spec (defaults, size, seconds) -> a job and its first frame."""
     if body.model is None:
         spec = next(iter(models.values()))
@@ -177,7 +179,7 @@ def new_job(body: VideoCreate, models: dict[str, ModelSpec], max_image_bytes: in
     if seconds not in spec.seconds:
         raise APIError.invalid(f"Invalid 'seconds': '{seconds}' is not supported by {spec.id}; supported values "
                                f"are {', '.join(spec.seconds)}.", "seconds", code="unsupported_value")
-    image = _input_image(body.input_reference, spec, max_image_bytes)
+    image = _input_image(body.input_reference, spec, settings)
     sampler = body.sampler or spec.default_sampler
     if sampler not in spec.samplers:
         raise APIError.invalid(f"Invalid 'sampler': '{sampler}' is not supported by {spec.id}; supported values are "
@@ -194,7 +196,7 @@ def new_job(body: VideoCreate, models: dict[str, ModelSpec], max_image_bytes: in
     return job, image
 
 
-def _input_image(reference: ImageReference | None, spec: ModelSpec, max_bytes: int) -> bytes | None:
+def _input_image(reference: ImageReference | None, spec: ModelSpec, settings: ServiceSettings) -> bytes | None:
     """The checked bytes of the first frame a request gives, None if it gives none."""
     if reference is None:
         if spec.requires_image:
@@ -210,7 +212,8 @@ def _input_image(reference: ImageReference | None, spec: ModelSpec, max_bytes: i
         raise APIError.invalid("input_reference.file_id needs a files API this service does not have: upload "
                                "the image or give its image_url.", "input_reference", code="unsupported_parameter")
     try:
-        return read_image_reference(reference.image_url, max_bytes=max_bytes)
+        return read_image_reference(reference.image_url, max_bytes=settings.max_upload_bytes,
+                                    allow=AllowList.parse(settings.image_allow_hosts).allows)
     except ImageInputError as e:
         raise APIError.invalid(f"Invalid 'input_reference': {e}.", "input_reference") from e
 

@@ -42,7 +42,8 @@ def address_class(address: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class AllowList:
-    """Hosts (any address they resolve to) and networks that webhooks may reach even though they are not public."""
+    """Hosts (any address they resolve to) and networks that webhooks (or image fetches) may reach even though
+    they are not public."""
 
     hosts: frozenset[str] = frozenset()
     networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = field(default=())
@@ -57,7 +58,7 @@ class AllowList:
                 networks.append(ipaddress.ip_network(entry, strict=False))
             except ValueError:
                 if "/" in entry or ":" in entry or not all(part for part in entry.split(".")):
-                    raise ValueError(f"webhook allow-list entry '{entry}' is neither a CIDR, an IP nor a host name")
+                    raise ValueError(f"allow-list entry '{entry}' is neither a CIDR, an IP nor a host name")
                 hosts.add(entry.lower().rstrip("."))
         return cls(frozenset(hosts), tuple(networks))
 
