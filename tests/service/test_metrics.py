@@ -97,7 +97,7 @@ def test_a_completed_job_shows_in_states_stages_requests_errors_and_usage(make_c
     assert _value(samples, "reelgen_usage_compute_seconds", device="cpu") == pytest.approx(seconds)
 
 
-def test_usage_sums_every_video_including_failed_and_cancelled(make_client):
+def test_usage_sums_every_video_including_failed_and_cancelled(make_client, tmp_path):
     client = make_client(FakeGenerator(step_seconds=0.01))
     done = [_run(client, num_inference_steps=3, seed=seed) for seed in (1, 2)]
     client.get(f"/v1/videos/{done[0]['id']}/content")
@@ -111,7 +111,9 @@ def test_usage_sums_every_video_including_failed_and_cancelled(make_client):
         assert total["estimated_cost"][component] == pytest.approx(
             sum(v["estimated_cost"][component] for v in videos))
 
-    failing = make_client(FakeGenerator(step_seconds=0.01, fail=RuntimeError("out of memory")))
+    # its own database: the first app's workers would otherwise claim this app's job and complete it
+    failing = make_client(FakeGenerator(step_seconds=0.01, fail=RuntimeError("out of memory")),
+                          data_dir=tmp_path / "failing")
     failed = _run(failing, num_inference_steps=3)
     assert failed["status"] == "failed"
     assert failed["usage"]["compute_seconds"]["cpu"] > 0 and failed["usage"]["bytes_stored"] == 0
