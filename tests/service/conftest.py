@@ -70,6 +70,25 @@ def tiny_generator(tiny_model_dir):
 
 
 @pytest.fixture
+def open_app(make_settings):
+    """Start apps (lifespan entered: workers running) over the given generators; all stop when the test ends."""
+    from fastapi.testclient import TestClient
+
+    from reelgen.service.app import create_app
+
+    clients = []
+
+    def open_(generators, **settings) -> TestClient:
+        client = TestClient(create_app(make_settings(**settings), generators))
+        clients.append(client.__enter__())
+        return client
+
+    yield open_
+    for client in clients:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture
 def make_settings(tmp_path):
     def make(**overrides) -> ServiceSettings:
         defaults = dict(data_dir=tmp_path / "data", poll_seconds=0.05, housekeeping_seconds=0.2, lease_seconds=2,

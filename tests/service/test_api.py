@@ -21,17 +21,8 @@ IMAGE_TO_VIDEO = replace(FAKE_SPEC, id="fake-i2v", image_to_video=True, requires
 
 
 @pytest.fixture
-def make_client(make_settings, tiny_generator):
-    clients = []
-
-    def make(generators=None, **settings) -> TestClient:
-        client = TestClient(create_app(make_settings(**settings), generators or [tiny_generator]))
-        clients.append(client.__enter__())
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+def make_client(open_app, tiny_generator):
+    return lambda generators=None, **settings: open_app(generators or [tiny_generator], **settings)
 
 
 @pytest.fixture(scope="module")
@@ -345,7 +336,7 @@ def test_image_to_video_takes_an_upload_or_a_data_url_and_a_remix_keeps_the_imag
     assert "input_reference" in schema["VideoCreate"]["properties"]
 
 
-def test_image_urls_are_fetched_from_private_hosts_only_when_the_settings_allow_them(make_client):
+def test_image_urls_are_fetched_from_private_hosts_only_when_the_settings_allow_them(make_client, tmp_path):
     from tests.backends.test_images import ImageServer
 
     server = ImageServer()
@@ -353,7 +344,9 @@ def test_image_urls_are_fetched_from_private_hosts_only_when_the_settings_allow_
     thread.start()
     try:
         body = {"prompt": "it moves", "input_reference": {"image_url": server.url("/red.png")}}
-        refused = make_client(generators=[FakeGenerator(spec=IMAGE_TO_VIDEO)]).post("/v1/videos", json=body)
+        # its own database, or its workers could take the second app's job
+        refusing = make_client(generators=[FakeGenerator(spec=IMAGE_TO_VIDEO)], data_dir=tmp_path / "refusing")
+        refused = refusing.post("/v1/videos", json=body)
         assert "public addresses only" in _error(refused, 400, "input_reference")["message"]
         assert server.hits == []
         generator = FakeGenerator(spec=IMAGE_TO_VIDEO)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from fastapi.testclient import TestClient
 
-from reelgen.service.app import create_app
 from tests.service.helpers import FakeGenerator, wait_until
 
 
@@ -17,17 +15,8 @@ class BrokenWeights(FakeGenerator):
 
 
 @pytest.fixture
-def make_client(make_settings):
-    clients = []
-
-    def make(generator, **settings) -> TestClient:
-        client = TestClient(create_app(make_settings(**settings), [generator]))
-        clients.append(client.__enter__())
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+def make_client(open_app):
+    return lambda generator, **settings: open_app([generator], **settings)
 
 
 def _finish(client, **body) -> dict:

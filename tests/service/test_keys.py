@@ -6,14 +6,12 @@ import logging
 import threading
 
 import pytest
-from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from reelgen.cli import main
 from reelgen.service import usage
 from reelgen.service.api.create import request_hash
 from reelgen.service.api.schemas import VideoCreate
-from reelgen.service.app import create_app
 from reelgen.service.jobs import JobStore
 from reelgen.service.tenants import (
     ApiKey,
@@ -214,17 +212,8 @@ def test_only_loopback_addresses_count_as_loopback():
 
 
 @pytest.fixture
-def make_client(make_settings):
-    clients = []
-
-    def make(generator=None, **settings) -> TestClient:
-        client = TestClient(create_app(make_settings(**settings), [generator or FakeGenerator()]))
-        clients.append(client.__enter__())
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+def make_client(open_app):
+    return lambda generator=None, **settings: open_app([generator or FakeGenerator()], **settings)
 
 
 def _keys(client) -> KeyStore:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from reelgen.service import usage
-from reelgen.service.app import create_app
 from reelgen.service.jobs import JobStore
 from reelgen.service.metrics import ServiceMetrics, StoreCollector, WorkerUtilization
 from tests.service.helpers import FakeClock, FakeGenerator, new_job, wait_until
@@ -19,17 +17,8 @@ PRICES = dict(device_prices_per_hour={"cpu": 3600.0, "cuda": 7200.0}, storage_pr
 
 
 @pytest.fixture
-def make_client(make_settings):
-    clients = []
-
-    def make(generator, **settings) -> TestClient:
-        client = TestClient(create_app(make_settings(**(PRICES | settings)), [generator]))
-        clients.append(client.__enter__())
-        return client
-
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+def make_client(open_app):
+    return lambda generator, **settings: open_app([generator], **(PRICES | settings))
 
 
 def _run(client, **body) -> dict:

@@ -22,7 +22,6 @@ import s3fs
 from fastapi.testclient import TestClient
 
 from reelgen.backends.base import GenerationCancelled
-from reelgen.service.app import create_app
 from reelgen.service.storage import attempt_prefix, job_prefix, output_key
 from tests.service.helpers import FakeGenerator, wait_until
 
@@ -96,18 +95,12 @@ def s3(moto):
 
 
 @pytest.fixture
-def make_client(make_settings, moto, s3):
-    clients = []
-
-    def make(generator=None, **settings) -> TestClient:
+def make_client(open_app, moto, s3):
+    def make(generator=None, **settings):
         settings = dict(storage_url=f"s3://{s3.bucket}/{PREFIX}", storage_endpoint_url=moto.endpoint) | settings
-        client = TestClient(create_app(make_settings(**settings), [generator or FakeGenerator()]))
-        clients.append(client.__enter__())
-        return client
+        return open_app([generator or FakeGenerator()], **settings)
 
-    yield make
-    for client in clients:
-        client.__exit__(None, None, None)
+    return make
 
 
 class GatedGenerator(FakeGenerator):
