@@ -26,6 +26,7 @@ def _add_train(sub) -> None:
         "ema_decay": "decay of the exponential moving average of weights that is shipped",
         "cond_dropout": "probability of replacing a caption with the empty prompt (for classifier-free guidance)",
         "temporal_weight": "weight of the temporal-consistency loss (frame differences of the predicted clean clip)",
+        "timestep_shift": "above 1, draw noisier training timesteps more often (SD3 shift; 1 = uniform)",
         "color_space": "pixel space the model learns: rgb or lab",
         "precision": "autocast precision: fp32, bf16 or fp16 (bf16 is very slow on CPUs without AVX512-BF16)",
         "gradient_checkpointing": "recompute block activations during backward to save memory",

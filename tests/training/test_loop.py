@@ -57,7 +57,8 @@ def test_resume_refuses_a_different_model(tmp_path):
         train(_cfg(tmp_path, color_space="lab"), progress=False)
 
 
-@pytest.mark.parametrize("kw", [{"precision": "bf16"}, {"gradient_checkpointing": True}, {"color_space": "lab"}])
+@pytest.mark.parametrize("kw", [{"precision": "bf16"}, {"gradient_checkpointing": True}, {"color_space": "lab"},
+                                {"timestep_shift": 3.0}])
 def test_training_options_run(tmp_path, kw):
     train(_cfg(tmp_path, steps=1, **kw), progress=False)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 1
@@ -86,6 +87,8 @@ def test_bad_config_is_rejected():
         TrainConfig(preset="huge")
     with pytest.raises(ValueError, match="precision"):
         TrainConfig(precision="fp8")
+    with pytest.raises(ValueError, match="timestep_shift"):
+        TrainConfig(timestep_shift=0)
 
 
 @pytest.mark.slow
