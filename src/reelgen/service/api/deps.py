@@ -32,26 +32,28 @@ class Services:
     idempotency: Idempotency
 
 
-def _services(request: Request) -> Services:
+# The lookups below are async although they do no I/O: FastAPI runs a plain `def` dependency on the thread
+# pool, a round trip that costs more than the lookup itself, on every request.
+async def _services(request: Request) -> Services:
     return request.app.state.services
 
 
 ServicesDep = Annotated[Services, Depends(_services)]
 
 
-def _settings(services: ServicesDep) -> ServiceSettings:
+async def _settings(services: ServicesDep) -> ServiceSettings:
     return services.settings
 
 
-def _store(services: ServicesDep) -> JobStore:
+async def _store(services: ServicesDep) -> JobStore:
     return services.store
 
 
-def _storage(services: ServicesDep) -> ObjectStore:
+async def _storage(services: ServicesDep) -> ObjectStore:
     return services.storage
 
 
-def _models(services: ServicesDep) -> dict[str, ModelSpec]:
+async def _models(services: ServicesDep) -> dict[str, ModelSpec]:
     return services.models
 
 

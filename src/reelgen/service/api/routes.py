@@ -108,7 +108,7 @@ def list_videos(store: StoreDep, caller: CallerDep,
 
 @router.get("/videos/{video_id}", response_model=VideoPublic, responses=errors(404), summary="Retrieve a video",
             tags=["videos"])
-def retrieve_video(video: VideoDep, response: Response) -> VideoPublic:
+async def retrieve_video(video: VideoDep, response: Response) -> VideoPublic:  # no I/O: async spares a thread hop
     if video.status not in TERMINAL:
         response.headers["openai-poll-after-ms"] = _POLL_AFTER_MS
     return VideoPublic.from_job(video)
@@ -274,13 +274,13 @@ def get_usage(caller: CallerDep, services: ServicesDep) -> UsagePublic:
 
 
 @router.get("/models", response_model=ModelList, summary="List the served models", tags=["models"])
-def list_models(models: ModelsDep) -> ModelList:
+async def list_models(models: ModelsDep) -> ModelList:
     return ModelList(data=[ModelPublic.from_spec(spec) for spec in models.values()])
 
 
 @router.get("/models/{model}", response_model=ModelPublic, responses=errors(404), summary="Retrieve a model",
             tags=["models"])
-def retrieve_model(model: str, models: ModelsDep) -> ModelPublic:
+async def retrieve_model(model: str, models: ModelsDep) -> ModelPublic:
     if model not in models:
         raise APIError(404, f"The model '{model}' does not exist.", param="model", code="model_not_found")
     return ModelPublic.from_spec(models[model])
