@@ -189,6 +189,10 @@ def _run_serve(args) -> int:
     from reelgen.service.app import create_app
 
     settings = _settings(args)
+    # Worker threads denoise beside the API in this process. At Python's default 5 ms switch interval, a request
+    # handler holding the GIL stalls each torch op of the denoise loop that wants it back, and the reverse: 0.2 ms
+    # took a job's platform overhead from 948 to 128 ms and GET p99 from 124 to 12 ms (benchmarks/bench_service.py).
+    sys.setswitchinterval(0.0002)
     logs.configure(args.log_level, settings.log_format)
     _check_auth(settings, args.host)
     # Open event streams get a few seconds on SIGTERM; then the app's shutdown finishes or re-queues running jobs.
