@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from reelgen.backends.base import BatchResult
 from reelgen.backends.builtin import BuiltinGenerator
 from reelgen.rendering import read_video
 from reelgen.service.executors import JobRunner, LocalExecutor
@@ -41,6 +42,69 @@ def _run_all(store, storage, generator, jobs, *, batch_size=4, workers=1):
     finally:
         executor.stop(grace_seconds=0)
     return [store.get(i) for i in ids], runner
+
+
+class _BatchingFake(FakeGenerator):
+    """A FakeGenerator that runs batches, and whose load waits until `loaded` is set."""
+
+    def __init__(self):
+        super().__init__()
+        self.loading, self.loaded = threading.Event(), threading.Event()
+
+    def load(self) -> float:
+        self.loading.set()
+        self.loaded.wait()
+        return 0.0
+
+    def generate_each(self, requests, *, on_steps, cancels) -> BatchResult:
+        results = [self.generate([r], on_step=s, cancel=c) for r, s, c in zip(requests, on_steps, cancels)]
+        return BatchResult(videos=[r.frames[0] for r in results], timings=results[0].timings)
+
+
+def _outlive_a_lease(store, clock, ids):
+    """Let a lease's length pass on the store's clock; each job must be heartbeated after that, and so the
+    housekeeping sweep must find none of them expired."""
+    clock.now += store.lease_seconds + 1
+    # a beat before the jump left lease_expires_at below clock.now: only a beat after it passes
+    wait_until(lambda: all(store.get(i).lease_expires_at > clock.now for i in ids), timeout=10,
+               message=f"a heartbeat of each of {len(ids)} held jobs")
+    assert store.recover_expired_leases() == (0, 0)
+
+
+def test_jobs_held_while_the_worker_waits_for_partners_keep_their_leases(store, clock, storage):
+    generator = _BatchingFake()
+    generator.loaded.set()
+    held = [store.add(new_job(seed=s)).id for s in range(2)]
+    runner = JobRunner(store, storage, {"fake": generator}, heartbeat_seconds=0.05)
+    executor = LocalExecutor(store, runner, poll_seconds=0.05, batch_size=3, batch_wait_seconds=600)
+    executor.start()
+    try:
+        wait_until(lambda: all(store.get(i).status == JobStatus.IN_PROGRESS for i in held), message="2 claims")
+        _outlive_a_lease(store, clock, held)  # the worker waits for a third compatible job meanwhile
+        last = store.add(new_job(seed=2)).id
+        executor.wake()
+        wait_until(lambda: all(store.get(i).completed_at for i in [*held, last]), message="the batch to finish")
+    finally:
+        executor.stop(grace_seconds=0)
+    done = [store.get(i) for i in [*held, last]]
+    assert [(j.status, j.attempts, j.usage["batch_size"]) for j in done] == [(JobStatus.COMPLETED, 1, 3)] * 3
+
+
+def test_every_job_of_a_batch_keeps_its_lease_while_the_model_loads(store, clock, storage):
+    generator = _BatchingFake()
+    ids = [store.add(new_job(seed=s)).id for s in range(3)]
+    runner = JobRunner(store, storage, {"fake": generator}, heartbeat_seconds=0.05)
+    executor = LocalExecutor(store, runner, poll_seconds=0.05, batch_size=3)
+    executor.start()
+    try:
+        wait_until(generator.loading.is_set, message="the model load to start")
+        _outlive_a_lease(store, clock, ids)
+        generator.loaded.set()
+        wait_until(lambda: all(store.get(i).completed_at for i in ids), message="the batch to finish")
+    finally:
+        executor.stop(grace_seconds=0)
+    done = [store.get(i) for i in ids]
+    assert [(j.status, j.attempts, j.usage["batch_size"]) for j in done] == [(JobStatus.COMPLETED, 1, 3)] * 3
 
 
 def _video(storage, job):

@@ -28,11 +28,7 @@ def cluster(tmp_path_factory, postgres, slow_model_dir):
     """Two servers sharing a fresh database and a files folder; each keeps its own log."""
     database_url = postgres.create_database()
     files = tmp_path_factory.mktemp("shared-files")
-    # A 15 s lease: with 3 s, the jobs a batch claims beside the first lost their leases while the first one
-    # loaded the model (~5 s here), and ran twice. That is a known bug of batching (see the session notes),
-    # not what this test is about: exactly once across two services.
-    servers = [Server(tmp_path_factory.mktemp(f"service-{name}"), slow_model_dir, ("--lease-seconds", "15"))
-               for name in "ab"]
+    servers = [Server(tmp_path_factory.mktemp(f"service-{name}"), slow_model_dir) for name in "ab"]
     with pytest.MonkeyPatch.context() as env:
         env.setenv("REELGEN_DATABASE_URL", database_url)  # Server passes the environment on
         env.setenv("REELGEN_STORAGE_URL", str(files))

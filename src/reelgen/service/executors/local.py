@@ -11,8 +11,8 @@ import uuid
 from collections.abc import Sequence
 
 from reelgen.backends.base import Generator, runs_batches
-from reelgen.service.executors.runner import JobRunner
-from reelgen.service.jobs import Job, JobStore
+from reelgen.service.executors.runner import JobRunner, Lease
+from reelgen.service.jobs import JobStore
 from reelgen.service.logs import job_context
 from reelgen.service.metrics import ServiceMetrics
 from reelgen.service.settings import ServiceSettings
@@ -80,30 +80,37 @@ class LocalExecutor:
             if job is None:
                 self._wakeups.acquire(timeout=self.poll_seconds)
                 continue
-            jobs = [job, *self._claim_partners(worker, job)]
-            for each in jobs:
-                with job_context(each.id):
-                    log.info("%s runs %s (attempt %d) in a batch of %d", worker, each.id, each.attempts, len(jobs))
+            # each job's heartbeat starts as it is claimed: waiting for partners can outlast a lease
+            leases = [self.runner.hold(job, self._abort)]
             try:
-                self.runner.run_batch(jobs, self._abort)
+                self._claim_partners(worker, leases)
+                for lease in leases:
+                    with job_context(lease.job.id):
+                        log.info("%s runs %s (attempt %d) in a batch of %d", worker, lease.job.id,
+                                 lease.job.attempts, len(leases))
+                self.runner.run_batch(leases, self._abort)
             except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
                 with job_context(job.id):
                     log.exception("running %s failed", job.id)
+            finally:
+                for lease in leases:  # run_batch stopped them, unless something failed before it
+                    lease.stop()
 
-    def _claim_partners(self, worker: str, job: Job) -> list[Job]:
-        """Compatible queued jobs to denoise with `job`, waiting up to batch_wait_seconds for enough of them."""
+    def _claim_partners(self, worker: str, leases: list[Lease]) -> None:
+        """Add compatible queued jobs to denoise with the first one, held as claimed, waiting up to
+        batch_wait_seconds for enough of them."""
+        job = leases[0].job
         if self.batch_size == 1 or not runs_batches(self.runner.generators[job.model]):
-            return []
-        partners: list[Job] = []
+            return
         deadline = time.monotonic() + self.batch_wait_seconds
         while not self._stopping.is_set():
             try:
-                partners += self.store.claim_compatible(worker, job, self.batch_size - 1 - len(partners))
+                claimed = self.store.claim_compatible(worker, job, self.batch_size - len(leases))
             except Exception:  # the database may come back; run what is claimed
                 log.exception("claiming jobs to batch with %s failed", job.id)
                 break
+            leases += [self.runner.hold(partner, self._abort) for partner in claimed]
             left = deadline - time.monotonic()
-            if len(partners) == self.batch_size - 1 or left <= 0:
+            if len(leases) == self.batch_size or left <= 0:
                 break
             self._wakeups.acquire(timeout=left)  # a job was queued, or the wait is over
-        return partners

@@ -1,8 +1,9 @@
 """Runs claimed jobs to their outcomes: generate, render, store, complete. Shared by every executor.
 
-Jobs claimed together (JobStore.claim_compatible) run as one batch: each job has its own thread from claim to
-outcome (lease and heartbeat, progress, cancel, rendering, storing, usage, failures), and the threads meet
-once, to denoise as one batched pass of a generator that runs batches (backends.base.runs_batches).
+Jobs claimed together (JobStore.claim_compatible) run as one batch: each job's lease is heartbeated from its
+claim (JobRunner.hold), each job has its own thread to its outcome (progress, cancel, rendering, storing, usage,
+failures), and the threads meet once, to denoise as one batched pass of a generator that runs batches
+(backends.base.runs_batches).
 
 A worker never imports FastAPI; it talks to the API only through the job store.
 """
@@ -57,45 +58,57 @@ class JobRunner:
         # A generator runs one batch at a time; workers sharing it overlap rendering and storing instead.
         self._locks = {model: threading.Lock() for model in generators}
 
+    def hold(self, job: Job, abort: threading.Event) -> Lease:
+        """Start heartbeating a job this process just claimed; call it at once, before anything slow."""
+        return Lease(self.store, job, self.heartbeat_seconds, abort)
+
     def run(self, job: Job, abort: threading.Event) -> None:
         """Run a job this process holds the lease on. `abort` set (shutdown) -> stop within a step and re-queue."""
-        self.run_batch([job], abort)
+        self.run_batch([self.hold(job, abort)], abort)
 
-    def run_batch(self, jobs: list[Job], abort: threading.Event) -> None:
-        """Run jobs this process holds the leases on, which one generator can denoise together (same model, size,
-        frames, steps and sampler; several only for a generator that runs batches), each to its own outcome."""
-        if len(jobs) > 1 and not runs_batches(self.generators.get(jobs[0].model)):
-            raise ValueError(f"model {jobs[0].model!r} runs one job at a time")
-        batch = _Batch(len(jobs), self._denoise)
-        with self.metrics.utilization.busy():  # one worker, however many jobs it runs together
-            if len(jobs) == 1:
-                self._run_member(jobs[0], abort, batch)
-                return
-            threads = [threading.Thread(target=self._run_member, args=(job, abort, batch), name=f"reelgen-{job.id}")
-                       for job in jobs]
-            for thread in threads:
-                thread.start()
-            for thread in threads:
-                thread.join()
+    def run_batch(self, leases: list[Lease], abort: threading.Event) -> None:
+        """Run jobs this process holds (`hold`), which one generator can denoise together (same model, size, frames,
+        steps and sampler; several only for a generator that runs batches), each to its own outcome. Every lease
+        given is stopped by the time this returns."""
+        try:
+            model = leases[0].job.model
+            if len(leases) > 1 and not runs_batches(self.generators.get(model)):
+                raise ValueError(f"model {model!r} runs one job at a time")
+            batch = _Batch(len(leases), self._denoise)
+            with self.metrics.utilization.busy():  # one worker, however many jobs it runs together
+                if len(leases) == 1:
+                    self._run_member(leases[0], abort, batch)
+                    return
+                threads = [threading.Thread(target=self._run_member, args=(lease, abort, batch),
+                                            name=f"reelgen-{lease.job.id}") for lease in leases]
+                for thread in threads:
+                    thread.start()
+                for thread in threads:
+                    thread.join()
+        finally:
+            for lease in leases:
+                lease.stop()
 
-    def _run_member(self, job: Job, abort: threading.Event, batch: _Batch) -> None:
-        with job_context(job.id):
+    def _run_member(self, lease: Lease, abort: threading.Event, batch: _Batch) -> None:
+        with job_context(lease.job.id):
             try:
-                self._run(job, abort, batch)
+                self._run(lease, abort, batch)
             except Exception:  # e.g. the database failed mid-job: the lease lapses and the job is retried
                 if len(batch) == 1:
                     raise  # the executor logs it, as for any job
-                log.exception("running %s failed", job.id)
+                log.exception("running %s failed", lease.job.id)
 
-    def _run(self, job: Job, abort: threading.Event, batch: _Batch) -> None:
-        token = job.lease_token
-        cancel = threading.Event()  # stops the denoising loop: lease lost, job cancelled or deleted, or abort
+    def _run(self, lease: Lease, abort: threading.Event, batch: _Batch) -> None:
+        job, token = lease.job, lease.job.lease_token
+        cancel = lease.cancel  # stops the denoising loop: lease lost, job cancelled or deleted, or abort
         timings = {"queue_wait": job.started_at - job.created_at}
         # what this attempt used, for its usage record
         spent = {"compute_seconds": 0.0, "bytes_stored": 0, "batch_size": len(batch)}
         try:
-            with _Heartbeat(self.store, job.id, token, self.heartbeat_seconds, cancel, abort):
+            try:
                 self._generate_and_store(job, token, cancel, abort, timings, spent, batch)
+            finally:
+                lease.stop()
             self._record_usage(job, token, spent)  # first: a completed video always shows its usage
             if self.store.complete(job.id, token, timings):
                 self._remove_other_attempts(job.id, token)
@@ -295,29 +308,31 @@ class _Batch:
         return member
 
 
-class _Heartbeat:
-    """Keeps the lease alive when no denoising step beats it (model loading, rendering, storing, a slow step),
-    and passes a lost lease or a shutdown on to `cancel`."""
+class Lease:
+    """A claimed job's lease, heartbeated from right after the claim until `stop`.
 
-    def __init__(self, store: JobStore, job_id: str, token: int, interval: float, cancel: threading.Event,
-                 abort: threading.Event):
-        self.store, self.job_id, self.token, self.interval = store, job_id, token, interval
-        self.cancel, self.abort = cancel, abort
+    From the claim, not from the start of the job's run: a worker holds a job before that, while it claims or
+    waits for the rest of its batch (batch_wait_ms) and starts the batch's threads, and a lease whose beats
+    waited for the run lapsed there whenever that outlasted it (a stalled process, a long batch wait), so the
+    job ran twice. It also beats where no denoising step does (model loading, the batch barrier, rendering,
+    storing, a slow step), and passes a lost lease or a shutdown on to `cancel`."""
+
+    def __init__(self, store: JobStore, job: Job, interval: float, abort: threading.Event):
+        self.store, self.job, self.interval, self.abort = store, job, interval, abort
+        self.cancel = threading.Event()  # set once the job is no longer this worker's to run, or on shutdown
         self._done = threading.Event()
-        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job_id}", daemon=True)
-
-    def __enter__(self) -> _Heartbeat:
+        self._thread = threading.Thread(target=self._beat, name=f"heartbeat-{job.id}", daemon=True)
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc) -> None:
+    def stop(self) -> None:
+        """No more beats; safe to call again."""
         self._done.set()
         self._thread.join()
 
     def _beat(self) -> None:
-        with job_context(self.job_id):  # a new thread starts without the worker's context
+        with job_context(self.job.id):  # a new thread starts without the worker's context
             while not self._done.wait(self.interval):
-                if self.abort.is_set() or not _beat(self.store, self.job_id, self.token):
+                if self.abort.is_set() or not _beat(self.store, self.job.id, self.job.lease_token):
                     self.cancel.set()
                     return
 
