@@ -9,7 +9,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.operations import Operations
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import event, inspect, text
 
 from reelgen.cli import main
 from reelgen.service.jobs import JobConflict, JobStatus, JobStore, schema
@@ -66,6 +66,18 @@ def test_claim_takes_the_oldest_job_and_starts_a_lease(store, clock):
     assert job.id == old.id and job.status == JobStatus.IN_PROGRESS
     assert (job.lease_owner, job.lease_token, job.attempts) == ("w1", 1, 1)
     assert job.lease_expires_at == clock.now + store.lease_seconds
+
+
+def test_a_slow_claim_still_hands_out_a_whole_lease(store, clock):
+    job = store.add(new_job())
+
+    def slow_search(_connection, _cursor, statement, *_):
+        if "ORDER BY jobs.created_at" in statement:  # the claim's search for candidates takes 5 s
+            clock.now += 5
+
+    event.listen(store.engine, "before_cursor_execute", slow_search)
+    claim = store.claim("w1")
+    assert claim.id == job.id and claim.lease_expires_at == clock.now + store.lease_seconds
 
 
 def test_a_worker_claims_only_jobs_of_the_models_it_serves(store):

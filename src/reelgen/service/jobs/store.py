@@ -155,7 +155,6 @@ class JobStore:
 
     def _claim(self, worker: str, query: Select, limit: int) -> list[Job]:
         """Lease up to `limit` of the queued jobs `query` selects (ids), oldest first."""
-        now = self.clock()
         # PostgreSQL locks the rows it selects and SKIP LOCKED passes over rows other claims hold, so the first
         # candidates are already ours alone. SQLite ignores the clause and serializes writers instead, and a
         # candidate can be gone by the UPDATE: the status check there is what makes a claim exclusive.
@@ -165,6 +164,9 @@ class JobStore:
                 query.order_by(Job.created_at).limit(limit if postgres else limit + _CLAIM_CANDIDATES - 1)
                 .with_for_update(skip_locked=True),
             ).all()
+            # read after the candidates are found: a claim that was slow to get there (a busy database, a stalled
+            # process) still hands out a whole lease, not one partly spent before the job was taken
+            now = self.clock()
             won = []
             for job_id in candidates:
                 if len(won) == limit:
