@@ -51,13 +51,15 @@ def storage(tmp_path) -> ObjectStore:
 
 @pytest.fixture(scope="session")
 def slow_model_dir(tmp_path_factory):
-    """The tiny model with 2x2 patches: ~10 ms a step on one core, so 200 steps leave time to act mid-job."""
+    """A small model with 2x2 patches: ~50 ms a step on one core, so a 200-step job lasts about 10 s, time to act
+    on it mid-job even on a loaded machine (at ~10 ms a step, a full CI run saw a job finish before its Cancel
+    click)."""
     from dataclasses import replace
 
     from reelgen.models.transformer import PRESETS, VideoTransformer
 
     path = tmp_path_factory.mktemp("slow-model")
-    VideoTransformer(replace(PRESETS["test"], dim=64, patch_size=2)).save_pretrained(path)
+    VideoTransformer(replace(PRESETS["test"], dim=128, depth=4, patch_size=2)).save_pretrained(path)
     return path
 
 

@@ -23,7 +23,7 @@ from tests.service.helpers import FakeGenerator
 from tests.service.live import API_KEY, Server
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "web.png"
-# on the slow test model (~10 ms a step) these steps last a few seconds: long enough to watch and to cancel
+# on the slow test model (~50 ms a step) these steps last several seconds: long enough to watch and to cancel
 WATCHED_STEPS = 150
 CANCELLED_STEPS = 200
 GENERATE_TIMEOUT_MS = 120_000
