@@ -2,9 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.tiny import make_tiny_model
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """Commands run in-process (`main(["worker", ...])`) point the root logger at the stderr pytest captured for
+    that test; later tests' log lines would go to that closed stream, each with a page of "Logging error"."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture(scope="session")
