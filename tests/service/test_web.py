@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -17,14 +18,17 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
+from reelgen.models.transformer import PRESETS, VideoTransformer
 from reelgen.rendering import read_video
 from reelgen.service.app import create_app
 from tests.service.helpers import FakeGenerator
 from tests.service.live import API_KEY, Server
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "web.png"
-# on the slow test model (~50 ms a step) these steps last several seconds: long enough to watch and to cancel
-WATCHED_STEPS = 150
+# On this test's model (~200 ms a step on one core) the watched job lasts about 8 s, and a job to cancel 40 s: in
+# a full CI run a job of 10 s finished before the page's Cancel click reached it (chromium, the server and pytest
+# on one busy core).
+WATCHED_STEPS = 40
 CANCELLED_STEPS = 200
 GENERATE_TIMEOUT_MS = 120_000
 
@@ -44,8 +48,15 @@ def test_the_page_and_its_files_are_served_outside_the_api_document(make_setting
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, slow_model_dir):
-    server = Server(tmp_path_factory.mktemp("web"), slow_model_dir).start()
+def slower_model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("slower-model")
+    VideoTransformer(replace(PRESETS["test"], dim=256, depth=4, patch_size=2)).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, slower_model_dir):
+    server = Server(tmp_path_factory.mktemp("web"), slower_model_dir).start()
     yield server
     server.stop()
 
