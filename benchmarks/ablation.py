@@ -1,11 +1,12 @@
-"""Measure what the temporal-consistency loss and the Lab colour space do, with equal training budgets.
+"""Measure what the temporal-consistency loss, the Lab colour space and the timestep shift do, with equal budgets.
 
     .venv/bin/python benchmarks/ablation.py --steps 1500 --batch-size 16 --n-per-split 32
 
 Trains one model per variant from the same seed (resuming any run already under
 runs/ablation/), evaluates each with `reelgen eval`'s runner, and prints a table:
 colour accuracy is what Lab should move; flicker, warping error and direction
-accuracy are what the temporal term should move.
+accuracy are what the temporal term should move; the timestep shift (noisier timesteps
+more often) should move colour and direction, which are decided at high noise.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ VARIANTS = {
     "rgb": {"color_space": "rgb", "temporal_weight": 0.0},
     "rgb + temporal 0.25": {"color_space": "rgb", "temporal_weight": 0.25},
     "lab": {"color_space": "lab", "temporal_weight": 0.0},
+    "rgb + shift 3": {"color_space": "rgb", "temporal_weight": 0.0, "timestep_shift": 3.0},
 }
 
 
