@@ -93,7 +93,8 @@ def test_bad_config_is_rejected():
 
 @pytest.mark.slow
 def test_data_parallel_training_with_torchrun_over_gloo(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    # --standalone: rendezvous on a free local port (a fixed one can be taken by another run)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
            "-m", "reelgen.cli", "train", "--preset", "test", "--steps", "3", "--batch-size", "2",
            "--checkpoint-every", "3", "--out-dir", str(tmp_path)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

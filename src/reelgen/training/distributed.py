@@ -44,7 +44,9 @@ class Distributed:
         return bool(t.item())
 
     def teardown(self) -> None:
+        """Leave the group together: a rank that destroys it while another still communicates can hang both."""
         if self.world_size > 1:
+            td.barrier()
             td.destroy_process_group()
 
 

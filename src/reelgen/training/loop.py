@@ -170,5 +170,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     bar.close()
     if log:
         log.close()
+    # DDP's reducer holds the process group: free it before the group goes. Freed only as train() returned,
+    # after destroy_process_group, its gloo threads were joined there and one rank hung at exit (seen in CI).
+    del wrapped
     dist.teardown()
     return out / "ema"
