@@ -26,6 +26,8 @@ def sample_timesteps(n: int, num_train_timesteps: int, *, shift: float = 1.0,
     decided at high noise, where the text is all the model has; with few objects
     pixels, uniform timesteps spend little of the loss there.
     """
+    if shift == 1.0:  # the draws of runs made before the shift existed, so their steps replay exactly
+        return torch.randint(0, num_train_timesteps, (n,), generator=generator)
     u = torch.rand(n, generator=generator)  # (n,)
     shifted = shift * u / (1 + (shift - 1) * u)  # (n,)
     return (shifted * num_train_timesteps).long().clamp_max(num_train_timesteps - 1)
