@@ -54,11 +54,13 @@ def test_unreachable_storage_is_not_ready(make_client, tmp_path):
 
 def test_unreachable_database_is_not_ready(make_client, tmp_path):
     client = make_client(FakeGenerator(), storage_url=str(tmp_path / "files"))
-    client.app.state.services.store.close()  # drop pooled connections: the next one opens the path anew
     # A file where the database's folder was: SQLite cannot open the database, and no background thread
     # (workers, housekeeping, webhooks) can create it again behind the test's back.
     shutil.rmtree(tmp_path / "data")
     (tmp_path / "data").write_text("not a folder")
+    # Then drop pooled connections, so the next one opens the path anew. Dropped first, a background thread could
+    # open one before the folder went, whose open file still answered (a 200 in a CI run).
+    client.app.state.services.store.close()
     response = client.get("/readyz")
     assert response.status_code == 503
     checks = response.json()["checks"]
