@@ -54,13 +54,9 @@ def slow_model_dir(tmp_path_factory):
     """A small model with 2x2 patches: ~50 ms a step on one core, so a 200-step job lasts about 10 s, time to act
     on it mid-job even on a loaded machine (at ~10 ms a step, a full CI run saw a job finish before its Cancel
     click)."""
-    from dataclasses import replace
+    from tests.service.helpers import save_slow_model
 
-    from reelgen.models.transformer import PRESETS, VideoTransformer
-
-    path = tmp_path_factory.mktemp("slow-model")
-    VideoTransformer(replace(PRESETS["test"], dim=128, depth=4, patch_size=2)).save_pretrained(path)
-    return path
+    return save_slow_model(tmp_path_factory.mktemp("slow-model"), dim=128, depth=4)
 
 
 @pytest.fixture(scope="session")

@@ -72,3 +72,14 @@ def new_job(**overrides) -> Job:
     fields = dict(model="fake", prompt="a red circle", seed=7, size="256x256", seconds="1", frames=8, steps=4,
                   guidance_scale=5.0, sampler="ddim", fps=8, format="mp4")
     return Job(**(fields | overrides))
+
+
+def save_slow_model(path, *, dim: int, depth: int):
+    """A randomly initialized test-preset model with 2x2 patches, slow enough per step for a live server's job
+    to be acted on mid-run (width and depth set the pace) -> its folder."""
+    from dataclasses import replace
+
+    from reelgen.models.transformer import PRESETS, VideoTransformer
+
+    VideoTransformer(replace(PRESETS["test"], dim=dim, depth=depth, patch_size=2)).save_pretrained(path)
+    return path

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import re
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import httpx
@@ -18,10 +17,9 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from playwright.sync_api import Page, expect, sync_playwright
 
-from reelgen.models.transformer import PRESETS, VideoTransformer
 from reelgen.rendering import read_video
 from reelgen.service.app import create_app
-from tests.service.helpers import FakeGenerator
+from tests.service.helpers import FakeGenerator, save_slow_model
 from tests.service.live import API_KEY, Server
 
 SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "web.png"
@@ -49,9 +47,7 @@ def test_the_page_and_its_files_are_served_outside_the_api_document(make_setting
 
 @pytest.fixture(scope="module")
 def slower_model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("slower-model")
-    VideoTransformer(replace(PRESETS["test"], dim=256, depth=4, patch_size=2)).save_pretrained(path)
-    return path
+    return save_slow_model(tmp_path_factory.mktemp("slower-model"), dim=256, depth=4)
 
 
 @pytest.fixture(scope="module")
