@@ -19,6 +19,7 @@ CONFIGS = {
     "fp32": {"precision": "fp32", "checkpointing": False},
     "fp32 + checkpointing": {"precision": "fp32", "checkpointing": True},
     "bf16 autocast": {"precision": "bf16", "checkpointing": False},
+    "bf16 + checkpointing": {"precision": "bf16", "checkpointing": True},
     "fp16 autocast": {"precision": "fp16", "checkpointing": False},
 }
 

@@ -17,7 +17,7 @@ def _add_train(sub) -> None:
     defaults = TrainConfig()
     helps = {
         "out_dir": "folder for checkpoint.pt, the EMA weights (ema/) and log.jsonl",
-        "preset": "model size preset (test, small, base)",
+        "preset": "model preset: test, small (the built-in model), small-framewise (its first phase), base",
         "steps": "optimizer steps to reach; a resumed run continues up to this",
         "batch_size": "clips per step per process",
         "lr": "AdamW learning rate after warm-up",
@@ -31,6 +31,8 @@ def _add_train(sub) -> None:
         "precision": "autocast precision: fp32, bf16 or fp16 (bf16 is very slow on CPUs without AVX512-BF16)",
         "gradient_checkpointing": "recompute block activations during backward to save memory",
         "seed": "seed for data, noise, caption dropout and initialization",
+        "init_from": "a model folder whose weights start a new run instead of random ones; weights with fewer "
+                     "frames per patch are inflated to the preset's (ignored when resuming)",
         "checkpoint_every": "steps between checkpoints",
         "max_minutes": "checkpoint and stop after this many minutes of wall time",
     }

@@ -1,7 +1,8 @@
 import pytest
 import torch
+from einops import rearrange
 
-from reelgen.models.transformer import PRESETS, VideoTransformer, VideoTransformerConfig, load_config
+from reelgen.models.transformer import PRESETS, VideoTransformer, VideoTransformerConfig, inflate_patches, load_config
 from tests.tiny import make_tiny_model
 
 
@@ -88,6 +89,8 @@ def test_config_validation():
         VideoTransformerConfig(dim=30, heads=4)
     with pytest.raises(ValueError, match="color_space"):
         VideoTransformerConfig(color_space="hsv")
+    with pytest.raises(ValueError, match="patch_frames"):
+        VideoTransformerConfig(frames=15, patch_frames=2)
 
 
 def test_wrong_resolution_is_rejected():
@@ -102,3 +105,50 @@ def test_shipped_model_fits_the_size_budget():
 
     assert (DEFAULT_MODEL_DIR / "model.safetensors").stat().st_size <= 30 * 2**20
     assert load_config(DEFAULT_MODEL_DIR) is not None
+
+
+def test_tubelets_keep_the_clip_shape_and_refuse_a_frame_count_they_do_not_divide():
+    model = make_tiny_model(patch_frames=2)
+    for frames in (2, 6, 8):
+        x, *rest = _inputs(model, frames=frames)
+        assert model(x, *rest).shape == x.shape
+    x, *rest = _inputs(model, frames=5)
+    with pytest.raises(ValueError, match="multiple of 2 frames"):
+        model(x, *rest)
+
+
+def test_tubelet_frames_are_predicted_separately():
+    model = make_tiny_model(patch_frames=2)
+    x, *rest = _inputs(model)
+    poked = x.clone()
+    poked[:, :, 1] += 1.0  # the second frame of the first tubelet only
+    diff = (model(poked, *rest) - model(x, *rest)).abs()
+    assert diff[:, :, 0].amax() > 1e-4 and diff[:, :, 1].amax() > 1e-4
+    assert not torch.allclose(diff[:, :, 0], diff[:, :, 1])  # two frames of a token get their own pixels
+
+
+def test_inflated_weights_embed_a_tubelet_of_equal_frames_as_the_source_embeds_one_frame():
+    source = make_tiny_model(seed=1)
+    target = VideoTransformer(VideoTransformerConfig(**{**source.cfg.__dict__, "patch_frames": 2})).eval()
+    target.load_state_dict(inflate_patches(source.state_dict(), target.cfg))
+    p = source.cfg.patch_size
+    frames = torch.randn(1, 3, 4, 16, 16)  # (B, C, F, H, W)
+    doubled = frames.repeat_interleave(2, dim=2)  # each frame twice: tubelets of equal frames
+    one = rearrange(frames, "b c f (h p1) (w p2) -> b f (h w) (c p1 p2)", p1=p, p2=p)
+    two = rearrange(doubled, "b c (f pt) (h p1) (w p2) -> b f (h w) (c pt p1 p2)", pt=2, p1=p, p2=p)
+    assert torch.allclose(target.patch_in(two), source.patch_in(one), atol=1e-6)
+    # The head writes the source's prediction to both frames of a tubelet.
+    h = torch.randn(5, source.cfg.dim)
+    out = rearrange(target.patch_out(h), "n (c pt q) -> n c pt q", c=3, pt=2)
+    src = rearrange(source.patch_out(h), "n (c q) -> n c q", c=3)
+    assert torch.allclose(out[:, :, 0], src, atol=1e-6) and torch.allclose(out[:, :, 1], src, atol=1e-6)
+    # All other weights are the source's.
+    inflated = target.state_dict()
+    assert all(torch.equal(v, inflated[k]) for k, v in source.state_dict().items() if not k.startswith("patch_"))
+
+
+def test_inflation_refuses_patches_it_cannot_repeat():
+    source = make_tiny_model(patch_frames=2)
+    with pytest.raises(ValueError, match="cannot inflate"):
+        inflate_patches(source.state_dict(), VideoTransformerConfig(**{**source.cfg.__dict__, "patch_frames": 1,
+                                                                       "frames": 8}))

@@ -17,10 +17,12 @@ def test_split_sizes_match_tensor_split(n, parts, expected):
     assert split_sizes(n, parts) == expected == [len(p) for p in torch.arange(n).tensor_split(parts)]
 
 
-def test_sequence_bytes_formula_for_the_small_model():
-    # 2 x 16 frames x 64 tokens, dim 128, fp32: each rank holds 2 MiB / 2 = 512 KiB of the residual stream;
-    # 12 all-to-alls send half of it, the all-gather all of it.
-    assert bytes_per_forward(PRESETS["small"], batch=2, frames=16, world=2) == 12 * 2**18 + 2**19
+def test_sequence_bytes_formula_for_the_small_models():
+    # One frame per patch: 2 x 16 frames x 64 tokens, dim 128, fp32: each rank holds 2 MiB / 2 = 512 KiB of the
+    # residual stream; 12 all-to-alls send half of it, the all-gather all of it.
+    assert bytes_per_forward(PRESETS["small-framewise"], batch=2, frames=16, world=2) == 12 * 2**18 + 2**19
+    # Tubelets of 2 frames: half the tokens, half the bytes.
+    assert bytes_per_forward(PRESETS["small"], batch=2, frames=16, world=2) == 12 * 2**17 + 2**18
     assert bytes_per_forward(PRESETS["small"], batch=2, frames=16, world=1) == 0
 
 

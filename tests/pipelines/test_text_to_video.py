@@ -104,3 +104,15 @@ def test_guidance_is_replaceable_without_touching_the_model(text_encoder):
     out = pipeline([_req(steps=3)])
     assert calls == [(1, 3, 8, 16, 16)] * 3
     assert np.array_equal(out, TextToVideoPipeline(make_tiny_model(), text_encoder)([_req(steps=3)]))
+
+
+def test_a_tubelet_model_refuses_frame_counts_it_cannot_patch(text_encoder):
+    from reelgen.backends.builtin import builtin_spec
+    from reelgen.pipelines.text_to_video import TextToVideoPipeline
+    from tests.tiny import make_tiny_model
+
+    pipeline = TextToVideoPipeline(make_tiny_model(patch_frames=2), text_encoder)
+    assert pipeline([_req(frames=4)]).shape == (1, 4, 16, 16, 3)
+    with pytest.raises(ValueError, match="multiple of 2"):
+        pipeline([_req(frames=5)])
+    assert builtin_spec(pipeline.model.cfg).frame_counts() == [2, 4, 6, 8]

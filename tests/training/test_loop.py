@@ -8,6 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from reelgen.diffusion.objective import diffusion_loss
+from reelgen.models import transformer
 from reelgen.diffusion.schedule import training_scheduler
 from reelgen.training.loop import TrainConfig, train
 from tests.tiny import make_tiny_model
@@ -62,6 +63,27 @@ def test_resume_refuses_a_different_model(tmp_path):
 def test_training_options_run(tmp_path, kw):
     train(_cfg(tmp_path, steps=1, **kw), progress=False)
     assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["step"] == 1
+
+
+def test_init_from_starts_a_tubelet_run_from_inflated_frame_weights(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    monkeypatch.setitem(transformer.PRESETS, "test-tubelets", replace(transformer.PRESETS["test"], patch_frames=2))
+    source = train(_cfg(tmp_path / "framewise", steps=2), progress=False)
+    # lr 0: the one step leaves the weights where --init-from put them.
+    train(_cfg(tmp_path / "tubelets", preset="test-tubelets", steps=1, lr=0.0, init_from=str(source)), progress=False)
+    weights = torch.load(tmp_path / "tubelets" / "checkpoint.pt", weights_only=True)["model"]
+    expected = transformer.inflate_patches(load_file(source / "model.safetensors"),
+                                           transformer.PRESETS["test-tubelets"])
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)
+    assert weights["patch_in.weight"].shape[1] == 2 * load_file(source / "model.safetensors")["patch_in.weight"].shape[1]
+
+
+def test_init_from_refuses_another_architecture(tmp_path):
+    source = train(_cfg(tmp_path / "small", steps=1), progress=False)
+    with pytest.raises(ValueError, match="another architecture"):
+        train(_cfg(tmp_path / "other", preset="small", steps=1, init_from=str(source)), progress=False)
 
 
 def test_max_minutes_stops_after_a_checkpoint(tmp_path):

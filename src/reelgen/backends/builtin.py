@@ -23,6 +23,7 @@ def builtin_spec(cfg: VideoTransformerConfig, model_id: str = BUILTIN_MODEL_ID) 
         native_size=(side, side),
         fps=NATIVE_FPS,
         max_frames=cfg.frames,
+        frames_step=cfg.patch_frames,  # a tubelet holds patch_frames frames
         sizes=("256x256", "512x512"),
         default_size="256x256",
         default_seconds=str(cfg.frames // NATIVE_FPS),

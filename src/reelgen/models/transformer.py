@@ -27,6 +27,7 @@ class VideoTransformerConfig:
     resolution: int = 32  # native height and width in pixels
     channels: int = 3  # image channels (RGB or Lab)
     patch_size: int = 4  # pixels per patch side; tokens per frame = (resolution / patch_size) ** 2
+    patch_frames: int = 1  # frames per patch (a tubelet); the clip's frame count must be a multiple
     dim: int = 128  # token width
     depth: int = 6  # number of space-time blocks
     heads: int = 4  # attention heads (head dim = dim / heads)
@@ -37,6 +38,8 @@ class VideoTransformerConfig:
     def __post_init__(self):
         if self.resolution % self.patch_size:
             raise ValueError("resolution must be a multiple of patch_size")
+        if self.patch_frames < 1 or self.frames % self.patch_frames:
+            raise ValueError("frames must be a multiple of patch_frames")
         if self.dim % self.heads:
             raise ValueError("dim must be a multiple of heads")
         if self.color_space not in ("rgb", "lab"):
@@ -46,8 +49,12 @@ class VideoTransformerConfig:
 PRESETS: dict[str, VideoTransformerConfig] = {
     # Two blocks of width 32: for tests, runs in milliseconds.
     "test": VideoTransformerConfig(dim=32, depth=2, heads=2, resolution=16, frames=8),
-    # The built-in model: ~3 M parameters, real time on a 2-core CPU.
-    "small": VideoTransformerConfig(),
+    # The built-in model: ~3 M parameters, faster than real time on a 2-core CPU. Tubelets of 2 frames
+    # halve the tokens, so a training step and a denoising step cost half of "small-framewise".
+    "small": VideoTransformerConfig(patch_frames=2),
+    # The built-in model's first 6k training steps had one frame per patch; `reelgen train --init-from`
+    # inflates such weights to tubelets (see inflate_patches).
+    "small-framewise": VideoTransformerConfig(),
     # Wider and deeper: better samples, for machines with more cores or a GPU.
     "base": VideoTransformerConfig(dim=256, depth=8, heads=8),
 }
@@ -147,14 +154,15 @@ class VideoTransformer(nn.Module):
         self.cfg = cfg
         self.gradient_checkpointing = False
         d, p, c = cfg.dim, cfg.patch_size, cfg.channels
-        self.patch_in = nn.Linear(c * p * p, d)
+        values = c * cfg.patch_frames * p * p  # pixels in one patch
+        self.patch_in = nn.Linear(values, d)
         self.time_mlp = nn.Sequential(nn.Linear(d, d), nn.SiLU(), nn.Linear(d, d))
         self.pooled_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.SiLU(), nn.Linear(d, d))
         self.text_proj = nn.Linear(cfg.text_dim, d)
         self.blocks = nn.ModuleList(SpaceTimeBlock(cfg) for _ in range(cfg.depth))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.patch_out = nn.Linear(d, c * p * p)
+        self.patch_out = nn.Linear(d, values)
         # adaLN-Zero: the network starts as the identity of its residual stream and outputs zero.
         for layer in (self.ada_out[1], self.patch_out):
             nn.init.zeros_(layer.weight)
@@ -167,13 +175,18 @@ class VideoTransformer(nn.Module):
     def forward(self, x: torch.Tensor, t: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor,
                 pooled: torch.Tensor) -> torch.Tensor:
         """x (B, C, F, H, W), t (B,), text (B, L, text_dim), text_mask (B, L) bool, pooled (B, text_dim)."""
-        b, c, f, hgt, wid = x.shape
-        p = self.cfg.patch_size
+        b, c, frames, hgt, wid = x.shape
+        p, pt = self.cfg.patch_size, self.cfg.patch_frames
         if hgt != self.cfg.resolution or wid != self.cfg.resolution:
             raise ValueError(f"expected {self.cfg.resolution}x{self.cfg.resolution} frames, got {hgt}x{wid}")
-        tokens = rearrange(x, "b c f (h p1) (w p2) -> b f (h w) (c p1 p2)", p1=p, p2=p)  # (B, F, N, C*p*p)
+        if frames % pt:
+            raise ValueError(f"this model takes a multiple of {pt} frames, got {frames}")
+        # F below counts token frames (tubelets): frames / patch_frames.
+        tokens = rearrange(x, "b c (f pt) (h p1) (w p2) -> b f (h w) (c pt p1 p2)", pt=pt, p1=p, p2=p)  # (B, F, N, V)
         h = self.patch_in(tokens) + self.pos_spatial  # (B, F, N, D)
-        h = h + sincos_1d(torch.arange(f, device=x.device), self.cfg.dim).to(h.dtype)[None, :, None, :]  # (B, F, N, D)
+        # A tubelet sits at the index of its first frame, so positions mean frames whatever patch_frames is.
+        starts = torch.arange(0, frames, pt, device=x.device)  # (F,)
+        h = h + sincos_1d(starts, self.cfg.dim).to(h.dtype)[None, :, None, :]  # (B, F, N, D)
 
         cond = self.time_mlp(timestep_embedding(t, self.cfg.dim).to(h.dtype)) + self.pooled_proj(pooled)  # (B, D)
         ctx = self.text_proj(text)  # (B, L, D)
@@ -185,9 +198,10 @@ class VideoTransformer(nn.Module):
                 h = block(h, cond, ctx, text_mask)  # (B, F, N, D)
 
         shift, scale = self.ada_out(cond)[:, None, None, :].chunk(2, dim=-1)  # 2 x (B, 1, 1, D)
-        out = self.patch_out(modulate(self.norm_out(h), shift, scale))  # (B, F, N, C*p*p)
+        out = self.patch_out(modulate(self.norm_out(h), shift, scale))  # (B, F, N, V)
         side = self.cfg.resolution // p
-        return rearrange(out, "b f (h w) (c p1 p2) -> b c f (h p1) (w p2)", h=side, p1=p, p2=p, c=c)  # (B, C, F, H, W)
+        return rearrange(out, "b f (h w) (c pt p1 p2) -> b c (f pt) (h p1) (w p2)",
+                         h=side, pt=pt, p1=p, p2=p, c=c)  # (B, C, frames, H, W)
 
     # --- persistence: safetensors weights beside a JSON config -------------------------------
 
@@ -214,3 +228,26 @@ class VideoTransformer(nn.Module):
         model = cls(cfg)
         model.load_state_dict(load_file(str(directory / "model.safetensors")))
         return model.to(device).eval()
+
+
+def inflate_patches(state: dict[str, torch.Tensor], cfg: VideoTransformerConfig) -> dict[str, torch.Tensor]:
+    """Weights of a model with fewer frames per patch, made to fit `cfg` (as I3D inflates 2D filters).
+
+    The input embedding averages the frames of a tubelet (each frame's weights / k), and
+    the output head writes the same prediction to each of its frames; everything else is
+    per token and unchanged. A clip whose tubelets hold k equal frames gets the embedding
+    the source model gave one of those frames.
+    """
+    c, p, pt = cfg.channels, cfg.patch_size, cfg.patch_frames
+    old = state["patch_in.weight"].shape[1] // (c * p * p)  # source frames per patch
+    if pt % old or state["patch_in.weight"].shape[1] != c * old * p * p:
+        raise ValueError(f"cannot inflate {old}-frame patches of another size to {pt}-frame patches")
+    k = pt // old
+    out = dict(state)
+    w_in = rearrange(state["patch_in.weight"], "d (c t p1 p2) -> d c t p1 p2", c=c, p1=p, p2=p)
+    out["patch_in.weight"] = rearrange(w_in.repeat_interleave(k, dim=2) / k, "d c t p1 p2 -> d (c t p1 p2)")
+    w_out = rearrange(state["patch_out.weight"], "(c t p1 p2) d -> c t p1 p2 d", c=c, p1=p, p2=p)
+    out["patch_out.weight"] = rearrange(w_out.repeat_interleave(k, dim=1), "c t p1 p2 d -> (c t p1 p2) d")
+    b_out = rearrange(state["patch_out.bias"], "(c t p1 p2) -> c t p1 p2", c=c, p1=p, p2=p)
+    out["patch_out.bias"] = rearrange(b_out.repeat_interleave(k, dim=1), "c t p1 p2 -> (c t p1 p2)")
+    return out

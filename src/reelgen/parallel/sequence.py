@@ -112,6 +112,6 @@ def bytes_per_forward(cfg: VideoTransformerConfig, batch: int, frames: int, worl
     """Bytes one rank sends in one forward of a batch, sharded over `world` ranks (evenly divided)."""
     if world == 1:
         return 0.0
-    tokens = batch * frames * (cfg.resolution // cfg.patch_size) ** 2
+    tokens = batch * frames // cfg.patch_frames * (cfg.resolution // cfg.patch_size) ** 2
     local = tokens / world * cfg.dim * element_size  # one rank's slice of the residual stream
     return 2 * cfg.depth * local * (world - 1) / world + local * (world - 1)

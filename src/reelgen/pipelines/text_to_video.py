@@ -104,6 +104,9 @@ class TextToVideoPipeline:
         for req in requests:
             req.check(self.max_frames)
         first = requests[0]
+        if first.frames % self.model.cfg.patch_frames:
+            raise ValueError(f"frames must be a multiple of {self.model.cfg.patch_frames} for this model "
+                             f"(it patches that many frames together), got {first.frames}")
         shared = ("frames", "steps", "sampler")
         if any(getattr(r, k) != getattr(first, k) for r in requests for k in shared):
             raise ValueError(f"a batch must share {', '.join(shared)}")

@@ -22,7 +22,7 @@ from reelgen.diffusion.objective import diffusion_loss
 from reelgen.diffusion.pixels import frames_to_model
 from reelgen.diffusion.schedule import training_scheduler
 from reelgen.models.text_encoder import TextEncoder
-from reelgen.models.transformer import PRESETS, VideoTransformer
+from reelgen.models.transformer import PRESETS, VideoTransformer, inflate_patches, load_config
 from reelgen.training import distributed
 from reelgen.training.checkpoint import load_checkpoint, save_checkpoint
 from reelgen.training.ema import EMA
@@ -47,6 +47,7 @@ class TrainConfig:
     precision: str = "fp32"  # "fp32", "bf16" or "fp16" autocast (bf16 is ~300x slower on CPUs without AVX512-BF16)
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% more time
     seed: int = 0  # seeds data, noise, dropout and initialization
+    init_from: str | None = None  # a model folder whose weights start a new run (inflated to the preset's tubelets)
     checkpoint_every: int = 100  # steps between checkpoints
     max_minutes: float | None = None  # stop (after checkpointing) when this much wall time has passed
 
@@ -80,6 +81,17 @@ def _drop_log_rows_after(path: Path, step: int) -> None:
         tmp.replace(path)
 
 
+def _load_init_weights(model: VideoTransformer, directory: str) -> None:
+    """Start from a trained model's weights: same architecture, or fewer frames per patch (inflated)."""
+    from safetensors.torch import load_file
+
+    source = load_config(directory)
+    if replace(source, patch_frames=model.cfg.patch_frames) != model.cfg:
+        raise ValueError(f"{directory} holds a model of another architecture ({source}); --init-from needs the "
+                         f"preset's ({model.cfg}) up to frames per patch")
+    model.load_state_dict(inflate_patches(load_file(str(Path(directory) / "model.safetensors")), model.cfg))
+
+
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     """Train (or resume) and return the folder holding the EMA weights."""
     dist = distributed.setup()
@@ -91,6 +103,8 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     model_cfg = replace(PRESETS[cfg.preset], color_space=cfg.color_space)
     model = VideoTransformer(model_cfg).to(device)
     model.gradient_checkpointing = cfg.gradient_checkpointing
+    if cfg.init_from and not ckpt_path.exists():  # a resumed run has its own weights
+        _load_init_weights(model, cfg.init_from)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ema = EMA(model, decay=cfg.ema_decay)
     step = 0
