@@ -142,6 +142,9 @@ def test_inflated_weights_embed_a_tubelet_of_equal_frames_as_the_source_embeds_o
     out = rearrange(target.patch_out(h), "n (c pt q) -> n c pt q", c=3, pt=2)
     src = rearrange(source.patch_out(h), "n (c q) -> n c q", c=3)
     assert torch.allclose(out[:, :, 0], src, atol=1e-6) and torch.allclose(out[:, :, 1], src, atol=1e-6)
+    # The frames of a tubelet still get their own input weights, or training would sit on a saddle.
+    w = rearrange(target.patch_in.weight, "d (c pt q) -> d c pt q", c=3, pt=2)
+    assert (w[:, :, 0] - w[:, :, 1]).abs().mean() > 0.01
     # All other weights are the source's.
     inflated = target.state_dict()
     assert all(torch.equal(v, inflated[k]) for k, v in source.state_dict().items() if not k.startswith("patch_"))

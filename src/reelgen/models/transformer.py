@@ -230,13 +230,21 @@ class VideoTransformer(nn.Module):
         return model.to(device).eval()
 
 
-def inflate_patches(state: dict[str, torch.Tensor], cfg: VideoTransformerConfig) -> dict[str, torch.Tensor]:
+def inflate_patches(state: dict[str, torch.Tensor], cfg: VideoTransformerConfig,
+                    seed: int = 0) -> dict[str, torch.Tensor]:
     """Weights of a model with fewer frames per patch, made to fit `cfg` (as I3D inflates 2D filters).
 
     The input embedding averages the frames of a tubelet (each frame's weights / k), and
     the output head writes the same prediction to each of its frames; everything else is
     per token and unchanged. A clip whose tubelets hold k equal frames gets the embedding
     the source model gave one of those frames.
+
+    The mean alone would be a saddle: tokens would carry nothing of how a tubelet's frames
+    differ, the head's per-frame rows would get no gradient to tell them apart, and so no
+    gradient would reach the input's either (seen: after 200 steps both had barely moved
+    and the loss sat at 0.18). So each frame's input weights also get a random part, drawn
+    as nn.Linear draws its weights and zero-mean over the frames of a tubelet, which keeps
+    the equal-frames property above.
     """
     c, p, pt = cfg.channels, cfg.patch_size, cfg.patch_frames
     old = state["patch_in.weight"].shape[1] // (c * p * p)  # source frames per patch
@@ -245,7 +253,12 @@ def inflate_patches(state: dict[str, torch.Tensor], cfg: VideoTransformerConfig)
     k = pt // old
     out = dict(state)
     w_in = rearrange(state["patch_in.weight"], "d (c t p1 p2) -> d c t p1 p2", c=c, p1=p, p2=p)
-    out["patch_in.weight"] = rearrange(w_in.repeat_interleave(k, dim=2) / k, "d c t p1 p2 -> d (c t p1 p2)")
+    w_in = w_in.repeat_interleave(k, dim=2) / k  # (D, C, pt, p, p)
+    bound = 1 / math.sqrt(c * pt * p * p)  # nn.Linear's init range for this fan-in
+    noise = (torch.rand(w_in.shape, generator=torch.Generator().manual_seed(seed)) * 2 - 1) * bound
+    noise = noise.unflatten(2, (-1, k))  # (D, C, old, k, p, p): the k copies of each source frame
+    w_in = w_in + (noise - noise.mean(dim=3, keepdim=True)).flatten(2, 3)
+    out["patch_in.weight"] = rearrange(w_in, "d c t p1 p2 -> d (c t p1 p2)")
     w_out = rearrange(state["patch_out.weight"], "(c t p1 p2) d -> c t p1 p2 d", c=c, p1=p, p2=p)
     out["patch_out.weight"] = rearrange(w_out.repeat_interleave(k, dim=1), "c t p1 p2 d -> (c t p1 p2) d")
     b_out = rearrange(state["patch_out.bias"], "(c t p1 p2) -> c t p1 p2", c=c, p1=p, p2=p)

@@ -81,7 +81,7 @@ def _drop_log_rows_after(path: Path, step: int) -> None:
         tmp.replace(path)
 
 
-def _load_init_weights(model: VideoTransformer, directory: str) -> None:
+def _load_init_weights(model: VideoTransformer, directory: str, seed: int) -> None:
     """Start from a trained model's weights: same architecture, or fewer frames per patch (inflated)."""
     from safetensors.torch import load_file
 
@@ -89,7 +89,7 @@ def _load_init_weights(model: VideoTransformer, directory: str) -> None:
     if replace(source, patch_frames=model.cfg.patch_frames) != model.cfg:
         raise ValueError(f"{directory} holds a model of another architecture ({source}); --init-from needs the "
                          f"preset's ({model.cfg}) up to frames per patch")
-    model.load_state_dict(inflate_patches(load_file(str(Path(directory) / "model.safetensors")), model.cfg))
+    model.load_state_dict(inflate_patches(load_file(str(Path(directory) / "model.safetensors")), model.cfg, seed))
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
@@ -104,7 +104,7 @@ def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
     model = VideoTransformer(model_cfg).to(device)
     model.gradient_checkpointing = cfg.gradient_checkpointing
     if cfg.init_from and not ckpt_path.exists():  # a resumed run has its own weights
-        _load_init_weights(model, cfg.init_from)
+        _load_init_weights(model, cfg.init_from, cfg.seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     ema = EMA(model, decay=cfg.ema_decay)
     step = 0
