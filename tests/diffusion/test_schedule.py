@@ -39,6 +39,21 @@ def test_every_sampler_is_a_configured_diffusers_scheduler():
         assert int(sched.timesteps[0]) == 999 and len(sched.timesteps) == 10
 
 
+@pytest.mark.parametrize("name", ["ddim", "dpm++", "unipc", "ddpm"])
+def test_samplers_clip_the_clean_clip_estimate_to_the_pixel_range(name):
+    # A denoiser whose clean-clip estimate is 3 everywhere (as heavy guidance gives): the sample ends at 1.
+    sched = make_scheduler(name)
+    sched.set_timesteps(5)
+    ab = sched.alphas_cumprod
+    x = torch.randn(1, 3, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    for t in sched.timesteps:
+        a, s = ab[t].sqrt(), (1 - ab[t]).sqrt()
+        v = (a * x - 3.0) / s  # v-prediction: x0 = a * x - s * v
+        extra = {"generator": torch.Generator().manual_seed(1)} if name == "ddpm" else {}  # ddpm adds fresh noise
+        x = sched.step(v, t, x, **extra).prev_sample
+    assert torch.allclose(x, torch.ones_like(x), atol=1e-3)
+
+
 def test_unknown_sampler_lists_the_choices():
     with pytest.raises(ValueError, match="ddim, dpm\\+\\+"):
         make_scheduler("plms")
