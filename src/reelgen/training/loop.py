@@ -23,7 +23,7 @@ from reelgen.diffusion.objective import diffusion_loss
 from reelgen.diffusion.pixels import frames_to_model
 from reelgen.diffusion.schedule import training_scheduler
 from reelgen.models.text_encoder import TextEncoder
-from reelgen.models.transformer import PRESETS, VideoTransformer, inflate_patches, load_config
+from reelgen.models.transformer import PRESETS, VideoTransformer, inflate_patches
 from reelgen.training import distributed
 from reelgen.training.checkpoint import load_checkpoint, save_checkpoint
 from reelgen.training.ema import EMA
@@ -84,13 +84,11 @@ def _drop_log_rows_after(path: Path, step: int) -> None:
 
 def _load_init_weights(model: VideoTransformer, directory: str, seed: int) -> None:
     """Start from a trained model's weights: same architecture, or fewer frames per patch (inflated)."""
-    from safetensors.torch import load_file
-
-    source = load_config(directory)
-    if replace(source, patch_frames=model.cfg.patch_frames) != model.cfg:
-        raise ValueError(f"{directory} holds a model of another architecture ({source}); --init-from needs the "
+    source = VideoTransformer.from_pretrained(directory)
+    if replace(source.cfg, patch_frames=model.cfg.patch_frames) != model.cfg:
+        raise ValueError(f"{directory} holds a model of another architecture ({source.cfg}); --init-from needs the "
                          f"preset's ({model.cfg}) up to frames per patch")
-    model.load_state_dict(inflate_patches(load_file(str(Path(directory) / "model.safetensors")), model.cfg, seed))
+    model.load_state_dict(inflate_patches(source.state_dict(), model.cfg, seed))
 
 
 def train(cfg: TrainConfig, *, progress: bool = True) -> Path:
